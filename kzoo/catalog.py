@@ -1,0 +1,62 @@
+"""What the zoo offers, for people: ``describe(name)`` and the markdown model table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kzoo.recipes import list_recipes, load_recipe
+from kzoo.registry import get_spec, list_models, parameter_count
+
+
+def recipes_using(model: str) -> list[dict[str, Any]]:
+    """The recipes in ``zoo_configs/`` that train ``model``, with the accuracy each expects."""
+    found = []
+    for name in list_recipes():
+        recipe = load_recipe(name)
+        if recipe.model == model:
+            found.append({"recipe": name, "dataset": recipe.dataset,
+                          "expected_accuracy": recipe.expected_accuracy})
+    return found
+
+
+def describe(name: str) -> dict[str, Any]:
+    """A model's spec: description, source, defaults, parameter count, recipes, known accuracy.
+
+    >>> describe("lenet5")["parameters"]
+    61706
+    """
+    spec = get_spec(name)
+    recipes = recipes_using(name)
+    known = [r for r in recipes if r["expected_accuracy"] is not None]
+    return {
+        "name": spec.name,
+        "description": spec.description,
+        "source": spec.source,
+        "input_shape": spec.input_shape,
+        "num_classes": spec.num_classes,
+        "parameters": parameter_count(name),
+        "tags": list(spec.tags),
+        "options": spec.options,
+        "recipes": recipes,
+        "known_accuracy": {r["recipe"]: r["expected_accuracy"] for r in known},
+    }
+
+
+def model_table() -> str:
+    """The markdown table of every registered model, as the README shows it."""
+    lines = [
+        "| name | input | classes | parameters | recipes | what |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in list_models():
+        info = describe(name)
+        recipes = ", ".join(
+            f"`{r['recipe']}`" + (f" ({r['expected_accuracy']:.0%})" if r["expected_accuracy"] else "")
+            for r in info["recipes"]
+        ) or "-"
+        shape = "x".join(str(d) for d in info["input_shape"] or ())
+        lines.append(
+            f"| `{name}` | {shape} | {info['num_classes'] or '-'} | {info['parameters']:,} | "
+            f"{recipes} | {info['description']} |"
+        )
+    return "\n".join(lines)

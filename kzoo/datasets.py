@@ -1,0 +1,339 @@
+"""Datasets as ``tf.data`` splits: MNIST, CIFAR-10, the logic gates, and image folders.
+
+Every loader returns a :class:`Splits` of unbatched ``(image, label)`` datasets holding raw
+pixel values; the models rescale them themselves. Where a dataset has no validation split one is
+carved from the training data with a seeded shuffle, so it is the same on every run.
+
+Where the data comes from, in order: ``data_dir`` (or ``$KZOO_DATA_DIR``), then Keras's own
+download (skipped when ``$KZOO_OFFLINE`` is set). With neither, the error names the file to put
+where.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import pickle
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from kzoo.errors import KzooError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+CIFAR10_CLASSES = [
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+]
+_PACKAGE_DATA = Path(__file__).resolve().parent / "data"
+
+
+@dataclass
+class Splits:
+    """Train, validation and test datasets of ``(image, label)`` pairs, plus what they hold."""
+
+    train: tf.data.Dataset
+    validation: tf.data.Dataset
+    test: tf.data.Dataset
+    class_names: list[str]
+    sizes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train.element_spec[0].shape)
+
+
+# --- where the data lives ---------------------------------------------------------------------
+
+
+def data_dirs(data_dir: str | os.PathLike | None = None) -> list[Path]:
+    """The local folders searched for data: ``data_dir``, then ``$KZOO_DATA_DIR``."""
+    folders = [data_dir, os.environ.get("KZOO_DATA_DIR")]
+    found = []
+    for folder in folders:
+        if not folder:
+            continue
+        path = Path(folder).expanduser()
+        if not path.exists():
+            raise KzooError(
+                f"data directory {str(path)!r} does not exist; pass an existing folder to "
+                "--data-dir / data_dir / KZOO_DATA_DIR"
+            )
+        found.append(path)
+    return found
+
+
+def _find(candidates: Sequence[str], folders: Sequence[Path]) -> Path | None:
+    for folder in folders:
+        for name in candidates:
+            if (folder / name).exists():
+                return folder / name
+    return None
+
+
+def _download(name: str, load: Callable[[], object], wanted: str, folders: Sequence[Path]):
+    """Keras's downloader, turned into a clear error when it cannot run."""
+    searched = ", ".join(str(f) for f in folders) or "no local folder given"
+    advice = (
+        f"no local copy of {name} was found (searched: {searched}). Put {wanted} in a folder and "
+        "pass it with --data-dir (Python: data_dir=) or set KZOO_DATA_DIR"
+    )
+    if os.environ.get("KZOO_OFFLINE"):
+        raise KzooError(f"{advice}; download skipped because KZOO_OFFLINE is set")
+    try:
+        return load()
+    except Exception as error:  # Keras raises a bare Exception when a download fails
+        raise KzooError(f"{advice}; the download failed too: {error}") from error
+
+
+# --- splitting ----------------------------------------------------------------------------------
+
+
+def _split_indices(count: int, validation_split: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    if not 0 < validation_split < 1:
+        raise KzooError(f"validation_split={validation_split!r} is invalid; expected 0 < v < 1")
+    order = np.random.default_rng(seed).permutation(count)
+    n_val = max(1, int(round(count * validation_split)))
+    if n_val >= count:
+        raise KzooError(f"only {count} training examples: too few to carve a validation split")
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def _from_arrays(x_train, y_train, x_test, y_test, class_names, validation_split, seed,
+                 x_val=None, y_val=None) -> Splits:
+    if x_val is None:
+        keep, held = _split_indices(len(x_train), validation_split, seed)
+        x_train, x_val, y_train, y_val = x_train[keep], x_train[held], y_train[keep], y_train[held]
+    make = tf.data.Dataset.from_tensor_slices
+    return Splits(
+        train=make((x_train, y_train)),
+        validation=make((x_val, y_val)),
+        test=make((x_test, y_test)),
+        class_names=list(class_names),
+        sizes={"train": len(x_train), "validation": len(x_val), "test": len(x_test)},
+    )
+
+
+# --- named datasets --------------------------------------------------------------------------
+
+
+def _mnist(path: Path | None, folders, validation_split, seed) -> Splits:
+    if path is not None:
+        with np.load(path) as data:
+            arrays = data["x_train"], data["y_train"], data["x_test"], data["y_test"]
+    else:
+        import keras
+
+        (x_train, y_train), (x_test, y_test) = _download(
+            "mnist", keras.datasets.mnist.load_data, "mnist.npz (the Keras layout)", folders
+        )
+        arrays = x_train, y_train, x_test, y_test
+    x_train, y_train, x_test, y_test = arrays
+    x_train, x_test = x_train[..., None], x_test[..., None]  # (28, 28) -> (28, 28, 1)
+    y_train, y_test = y_train.astype("int32"), y_test.astype("int32")
+    return _from_arrays(x_train, y_train, x_test, y_test, [str(d) for d in range(10)],
+                        validation_split, seed)
+
+
+def _cifar10_pickles(folder: Path, validation_split, seed) -> Splits:
+    def batch(name):
+        with open(folder / name, "rb") as handle:
+            data = pickle.load(handle, encoding="bytes")
+        images = data[b"data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        return images, np.asarray(data[b"labels"], dtype="int32")
+
+    parts = [batch(f"data_batch_{i}") for i in range(1, 6)]
+    x_train = np.concatenate([p[0] for p in parts])
+    y_train = np.concatenate([p[1] for p in parts])
+    x_test, y_test = batch("test_batch")
+    return _from_arrays(x_train, y_train, x_test, y_test, CIFAR10_CLASSES, validation_split, seed)
+
+
+def _extract_once(archive: Path) -> Path:
+    """Unzip ``archive`` into the kzoo cache (once; a half-extracted copy is never used)."""
+    cache = Path(os.environ.get("KZOO_CACHE_DIR", Path.home() / ".cache" / "kzoo"))
+    target = cache / archive.stem
+    if not target.is_dir():
+        cache.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=f".{archive.stem}-", dir=cache))
+        try:
+            with zipfile.ZipFile(archive) as handle:
+                handle.extractall(partial)
+            os.replace(partial, target)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+    return target
+
+
+def _cifar10(folders, validation_split, seed, input_shape) -> Splits:
+    found = _find(["cifar10", "cifar10_jpg", "cifar-10-batches-py", "cifar10_jpg.zip"], folders)
+    if found is None:
+        import keras
+
+        (x_train, y_train), (x_test, y_test) = _download(
+            "cifar10", keras.datasets.cifar10.load_data,
+            "cifar10_jpg.zip, a cifar10/ folder (train/ and test/ with one folder a class) or "
+            "cifar-10-batches-py/", folders,
+        )
+        return _from_arrays(x_train, y_train.ravel().astype("int32"), x_test,
+                            y_test.ravel().astype("int32"), CIFAR10_CLASSES, validation_split, seed)
+    if found.name == "cifar-10-batches-py":
+        return _cifar10_pickles(found, validation_split, seed)
+    if found.suffix == ".zip":
+        found = _extract_once(found)
+    height, width, channels = input_shape or (32, 32, 3)
+    return image_folder(found, image_size=(height, width), channels=channels,
+                        validation_split=validation_split, seed=seed)
+
+
+_GATES = {
+    "or": [0, 1, 1, 1],
+    "and": [0, 0, 0, 1],
+    "xor": [0, 1, 1, 0],
+}
+
+
+def _logic_gate(name: str) -> Splits:
+    """The truth table; the training split repeats it 64 times so an epoch is not 1 step."""
+    x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype="float32")
+    y = np.array(_GATES[name], dtype="float32")[:, None]
+    x_train, y_train = np.tile(x, (64, 1)), np.tile(y, (64, 1))
+    return _from_arrays(x_train, y_train, x, y, ["false", "true"], 0.0, 0, x_val=x, y_val=y)
+
+
+# --- image folders --------------------------------------------------------------------------
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(
+        path for path in folder.rglob("*")
+        if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
+        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+    )
+
+
+def _class_folders(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _labelled_files(folder: Path, class_names: list[str]) -> tuple[list[str], list[int]]:
+    paths, labels = [], []
+    for index, name in enumerate(class_names):
+        files = _image_files(folder / name) if (folder / name).is_dir() else []
+        if not files:
+            raise KzooError(
+                f"class folder {str(folder / name)!r} holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
+                "add images or remove the folder"
+            )
+        paths += [str(f) for f in files]
+        labels += [index] * len(files)
+    return paths, labels
+
+
+def _decode(image_size: tuple[int, int], channels: int):
+    def decode(path, label):
+        image = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
+        image = tf.image.resize(image, image_size)
+        image.set_shape((*image_size, channels))
+        return image, label
+
+    return decode
+
+
+def _file_dataset(paths, labels, image_size, channels) -> tf.data.Dataset:
+    dataset = tf.data.Dataset.from_tensor_slices((paths, np.asarray(labels, dtype="int32")))
+    return dataset.map(_decode(image_size, channels), num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def image_folder(
+    folder: str | os.PathLike,
+    image_size: tuple[int, int] = (224, 224),
+    channels: int = 3,
+    validation_split: float = 0.1,
+    seed: int = 0,
+) -> Splits:
+    """A class-per-folder image tree: ``train/`` with ``val/`` (or ``validation/``) and/or
+    ``test/``, or the class folders directly (a validation split is then carved out).
+
+    With no test split, the validation split doubles as the test split.
+    """
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise KzooError(f"image folder {str(folder)!r} does not exist or is not a folder")
+    train_dir = folder / "train" if (folder / "train").is_dir() else folder
+    val_dir = next((folder / n for n in ("val", "validation") if (folder / n).is_dir()), None)
+    test_dir = folder / "test" if (folder / "test").is_dir() else None
+    if train_dir == folder and (val_dir or test_dir):
+        train_dir = None
+    class_names = _class_folders(train_dir or test_dir or val_dir)
+    if len(class_names) < 2:
+        raise KzooError(
+            f"image folder {str(folder)!r} has {len(class_names)} class folder(s) "
+            f"({', '.join(class_names) or 'none'}); expected at least 2, one folder per class"
+        )
+    size = tuple(int(s) for s in image_size)
+    split = {}
+    train_paths, train_labels = _labelled_files(train_dir or folder, class_names)
+    if val_dir is not None:
+        split["validation"] = _labelled_files(val_dir, class_names)
+        split["train"] = (train_paths, train_labels)
+    else:
+        keep, held = _split_indices(len(train_paths), validation_split, seed)
+        pick = lambda items, index: [items[i] for i in index]  # noqa: E731
+        split["train"] = (pick(train_paths, keep), pick(train_labels, keep))
+        split["validation"] = (pick(train_paths, held), pick(train_labels, held))
+    split["test"] = _labelled_files(test_dir, class_names) if test_dir else split["validation"]
+    datasets = {key: _file_dataset(*value, size, channels) for key, value in split.items()}
+    return Splits(
+        class_names=class_names,
+        sizes={key: len(value[0]) for key, value in split.items()},
+        **datasets,
+    )
+
+
+DATASETS = ("mnist", "mnist_sample", "cifar10", "or", "and", "xor")
+
+
+def load_dataset(
+    name: str,
+    data_dir: str | os.PathLike | None = None,
+    validation_split: float = 0.1,
+    seed: int = 0,
+    input_shape: tuple[int, int, int] | None = None,
+) -> Splits:
+    """Load a named dataset (``mnist``, ``mnist_sample``, ``cifar10``, ``or``, ``and``, ``xor``)
+    or an image folder (a path, or a folder name inside a data directory) as train /
+    validation / test ``tf.data`` splits.
+
+    Images read from files are resized to ``input_shape`` (height, width, channels), the input
+    of the model they are for; in-memory arrays keep their shape.
+
+    >>> splits = load_dataset("mnist", data_dir="~/data")   # reads ~/data/mnist.npz
+    """
+    folders = data_dirs(data_dir)
+    if name in _GATES:
+        return _logic_gate(name)
+    if name == "mnist_sample":
+        return _mnist(_PACKAGE_DATA / "mnist_sample.npz", folders, validation_split, seed)
+    if name == "mnist":
+        return _mnist(_find(["mnist.npz"], folders), folders, validation_split, seed)
+    if name == "cifar10":
+        return _cifar10(folders, validation_split, seed, input_shape)
+    folder = Path(name).expanduser()
+    if not folder.is_dir() and os.sep not in name:  # a folder name inside a data directory
+        folder = _find([name], folders) or folder
+    if folder.is_dir() or os.sep in name:
+        height, width, channels = input_shape or (224, 224, 3)
+        return image_folder(folder, image_size=(height, width), channels=channels,
+                            validation_split=validation_split, seed=seed)
+    close = difflib.get_close_matches(name, DATASETS, n=2)
+    hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
+    raise KzooError(
+        f"unknown dataset {name!r}; {hint}expected one of {', '.join(DATASETS)} or the path of "
+        "an image folder"
+    )

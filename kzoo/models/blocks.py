@@ -1,0 +1,87 @@
+"""Pieces every model file shares: option checks, the pixel input, the classifier head."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+from keras import layers
+
+from kzoo.errors import KzooError
+
+
+def check_num_classes(num_classes: int) -> int:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise KzooError(f"num_classes={num_classes!r} is invalid; expected an integer >= 2")
+    return num_classes
+
+
+def check_rate(name: str, value: float) -> float:
+    """A dropout-style rate in [0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise KzooError(f"{name}={value!r} is invalid; expected a number in [0, 1)")
+    return float(value)
+
+
+def check_non_negative(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise KzooError(f"{name}={value!r} is invalid; expected a number >= 0")
+    return float(value)
+
+
+def check_int(name: str, value: int, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise KzooError(f"{name}={value!r} is invalid; expected an integer >= {minimum}")
+    return value
+
+
+def check_choice(name: str, value: str, choices: Sequence[str]) -> str:
+    if value not in choices:
+        raise KzooError(f"{name}={value!r} is invalid; expected one of {', '.join(map(str, choices))}")
+    return value
+
+
+def check_image_shape(
+    model: str, input_shape: Sequence[int], min_side: int, channels: Sequence[int] = (1, 3)
+) -> tuple[int, int, int]:
+    """An (height, width, channels) shape large enough for ``model``."""
+    shape = tuple(input_shape)
+    valid = (
+        len(shape) == 3
+        and all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
+        and shape[2] in channels
+    )
+    if not valid:
+        raise KzooError(
+            f"input_shape={shape!r} is invalid for {model}; expected (height, width, channels) "
+            f"with channels in {tuple(channels)}"
+        )
+    if min(shape[:2]) < min_side:
+        raise KzooError(
+            f"input_shape={shape!r} is too small for {model}; height and width must be "
+            f">= {min_side} (resize the images or pick a smaller model)"
+        )
+    return shape  # type: ignore[return-value]
+
+
+def pixel_input(input_shape: Sequence[int], scale: float = 1 / 255.0, offset: float = 0.0):
+    """The model's input, taking raw 0-255 pixels, and the rescaled tensor after it."""
+    inputs = keras.Input(shape=tuple(input_shape), name="pixels")
+    return inputs, layers.Rescaling(scale, offset, name="rescale")(inputs)
+
+
+def classifier_head(x, num_classes: int, dropout: float = 0.0, name: str = "predictions"):
+    """Optional dropout, then a softmax layer of ``num_classes`` units."""
+    if dropout:
+        x = layers.Dropout(dropout, name="head_dropout")(x)
+    return layers.Dense(num_classes, activation="softmax", name=name)(x)
+
+
+def pad_to(x, side: int):
+    """Zero-pad a feature map symmetrically up to ``side`` x ``side`` (the 28 -> 32 digit pad)."""
+    height, width = x.shape[1], x.shape[2]
+    pad_h, pad_w = max(side - height, 0), max(side - width, 0)
+    if not (pad_h or pad_w):
+        return x
+    padding = ((pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2))
+    return layers.ZeroPadding2D(padding, name=f"pad_to_{side}")(x)

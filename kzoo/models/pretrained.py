@@ -1,0 +1,70 @@
+"""Pretrained ``keras.applications`` backbones with a new classification head.
+
+The backbone sits inside the model as one layer named ``backbone``, after the preprocessing it
+was trained with, so the model takes raw 0-255 RGB pixels. With pretrained weights the backbone
+runs in inference mode (``training=False``), which keeps its BatchNorm statistics intact when it
+is later unfrozen for fine-tuning.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from kzoo.models.blocks import check_choice, check_image_shape, check_num_classes, check_rate, classifier_head
+from kzoo.registry import register_model
+from kzoo.weights import load_application
+
+
+@keras.saving.register_keras_serializable(package="kzoo")
+class CaffePreprocessing(layers.Layer):
+    """RGB 0-255 to BGR minus the ImageNet channel means (the ``caffe`` mode of ResNet50)."""
+
+    def call(self, inputs):
+        bgr = keras.ops.flip(inputs, axis=-1)
+        return bgr - keras.ops.convert_to_tensor([103.939, 116.779, 123.68], dtype=inputs.dtype)
+
+
+def _with_head(name, backbone, preprocess, shape, num_classes, weights, dropout):
+    backbone.name = "backbone"  # a stable name, whatever the application calls itself
+    inputs = keras.Input(shape=shape, name="pixels")
+    features = backbone(preprocess(inputs), training=False if weights is not None else None)
+    x = layers.GlobalAveragePooling2D(name="pool")(features)
+    outputs = classifier_head(x, check_num_classes(num_classes), check_rate("dropout", dropout))
+    return keras.Model(inputs, outputs, name=name)
+
+
+@register_model(
+    summary="ResNet50 backbone + new head, ImageNet weights",
+    description="ResNet50 backbone (keras.applications) with global pooling and a new softmax head.",
+    source="He, Zhang, Ren, Sun 2015, Deep residual learning for image recognition",
+    tags=("pretrained", "imagenet-arch"),
+)
+def resnet50(num_classes=1000, input_shape=(224, 224, 3), weights="imagenet", dropout=0.0):
+    shape = check_image_shape("resnet50", input_shape, min_side=32, channels=(3,))
+    backbone = load_application(
+        keras.applications.ResNet50, weights, include_top=False, input_shape=shape
+    )
+    preprocess = CaffePreprocessing(name="caffe_preprocessing")
+    return _with_head("resnet50", backbone, preprocess, shape, num_classes, weights, dropout)
+
+
+@register_model(
+    summary="MobileNetV2 backbone + new head, ImageNet weights",
+    description=(
+        "MobileNetV2 backbone (keras.applications, width multiplier alpha) with global pooling "
+        "and a new softmax head: the small pretrained backbone."
+    ),
+    source="Sandler, Howard, Zhu, Zhmoginov, Chen 2018, MobileNetV2: inverted residuals and linear bottlenecks",
+    tags=("pretrained", "imagenet-arch"),
+)
+def mobilenet_v2(
+    num_classes=1000, input_shape=(224, 224, 3), weights="imagenet", alpha=1.0, dropout=0.0
+):
+    shape = check_image_shape("mobilenet_v2", input_shape, min_side=32, channels=(3,))
+    check_choice("alpha", alpha, (0.35, 0.5, 0.75, 1.0, 1.3, 1.4))
+    backbone = load_application(
+        keras.applications.MobileNetV2, weights, include_top=False, input_shape=shape, alpha=alpha
+    )
+    preprocess = layers.Rescaling(1 / 127.5, offset=-1.0, name="rescale")
+    return _with_head("mobilenet_v2", backbone, preprocess, shape, num_classes, weights, dropout)
