@@ -45,18 +45,18 @@ def describe(name: str) -> dict[str, Any]:
 def model_table() -> str:
     """The markdown table of every registered model, as the README shows it."""
     lines = [
-        "| name | input | classes | parameters | recipes | what |",
+        "| name | input | classes | parameters | recipes (expected test accuracy) | what |",
         "|---|---|---|---|---|---|",
     ]
     for name in list_models():
         info = describe(name)
         recipes = ", ".join(
-            f"`{r['recipe']}`" + (f" ({r['expected_accuracy']:.0%})" if r["expected_accuracy"] else "")
+            f"`{r['recipe']}`" + (f" ({r['expected_accuracy']:.1%})" if r["expected_accuracy"] else "")
             for r in info["recipes"]
         ) or "-"
         shape = "x".join(str(d) for d in info["input_shape"] or ())
         lines.append(
             f"| `{name}` | {shape} | {info['num_classes'] or '-'} | {info['parameters']:,} | "
-            f"{recipes} | {info['description']} |"
+            f"{recipes} | {get_spec(name).summary} |"
         )
     return "\n".join(lines)

@@ -25,8 +25,15 @@ import numpy as np
 import tensorflow as tf
 
 from kzoo.errors import KzooError
+from kzoo.images import (  # noqa: F401  (IMAGE_EXTENSIONS: re-exported)
+    IMAGE_EXTENSIONS,
+    LabelledImages,
+    Skipped,
+    class_folders,
+    list_image_files,
+    read_labelled_folder,
+)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 CIFAR10_CLASSES = [
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
 ]
@@ -42,6 +49,7 @@ class Splits:
     test: tf.data.Dataset
     class_names: list[str]
     sizes: dict[str, int] = field(default_factory=dict)
+    skipped: list[Skipped] = field(default_factory=list)  # files of an image folder left out
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -209,45 +217,75 @@ def _logic_gate(name: str) -> Splits:
 # --- image folders --------------------------------------------------------------------------
 
 
-def _image_files(folder: Path) -> list[Path]:
-    return sorted(
-        path for path in folder.rglob("*")
-        if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
-        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
-    )
+def find_image_folder(name: str | os.PathLike, folders: Sequence[Path] = ()) -> Path:
+    """``name`` as a path if it is a folder, else the folder of that name in a data directory
+    (``folders``, see :func:`data_dirs`); the path as given if neither exists.
+    """
+    folder = Path(name).expanduser()
+    if not folder.is_dir() and os.sep not in str(name):  # a folder name inside a data directory
+        folder = _find([str(name)], folders) or folder
+    return folder
 
 
-def _class_folders(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+def image_folder_arrays(
+    folder: str | os.PathLike,
+    image_size: tuple[int, int] = (224, 224),
+    channels: int = 3,
+    validation_split: float = 0.1,
+    seed: int = 0,
+) -> tuple[dict[str, LabelledImages], list[str], list[Skipped]]:
+    """The decoded splits of a class-per-folder tree, its class names, and the skipped files.
 
-
-def _labelled_files(folder: Path, class_names: list[str]) -> tuple[list[str], list[int]]:
-    paths, labels = [], []
-    for index, name in enumerate(class_names):
-        files = _image_files(folder / name) if (folder / name).is_dir() else []
-        if not files:
+    The tree holds ``train/`` with ``val/`` (or ``validation/``) and/or ``test/``, or the class
+    folders directly; without a validation folder a seeded validation split is carved from the
+    training images. Without a test folder the validation split doubles as the test split.
+    Every file is decoded here (see :mod:`kzoo.images`), so a bad one never stops an epoch.
+    """
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise KzooError(f"image folder {str(folder)!r} does not exist or is not a folder")
+    val_dir = next((folder / n for n in ("val", "validation") if (folder / n).is_dir()), None)
+    test_dir = folder / "test" if (folder / "test").is_dir() else None
+    train_dir = folder / "train" if (folder / "train").is_dir() else None
+    if train_dir is None and val_dir is None and test_dir is None:
+        train_dir = folder
+    if train_dir is None:
+        raise KzooError(
+            f"image folder {str(folder)!r} has val/ or test/ but no train/ folder; add train/ "
+            "with one folder per class, or pass a folder holding the class folders directly"
+        )
+    class_names = class_folders(train_dir)
+    if len(class_names) < 2:
+        loose = len(list_image_files(train_dir)[0]) if not class_names else 0
+        hint = f" ({loose} images lie directly in it)" if loose else ""
+        raise KzooError(
+            f"image folder {str(train_dir)!r} has {len(class_names)} class folder(s) "
+            f"({', '.join(class_names) or 'none'}){hint}; expected at least 2, one folder per "
+            "class, named after the class"
+        )
+    for other in (val_dir, test_dir):
+        extra = sorted(set(class_folders(other)) - set(class_names)) if other else []
+        if extra:
             raise KzooError(
-                f"class folder {str(folder / name)!r} holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
-                "add images or remove the folder"
+                f"{str(other)!r} has class folder(s) {', '.join(extra)} that "
+                f"{str(train_dir)!r} lacks; every class needs training images"
             )
-        paths += [str(f) for f in files]
-        labels += [index] * len(files)
-    return paths, labels
-
-
-def _decode(image_size: tuple[int, int], channels: int):
-    def decode(path, label):
-        image = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
-        image = tf.image.resize(image, image_size)
-        image.set_shape((*image_size, channels))
-        return image, label
-
-    return decode
-
-
-def _file_dataset(paths, labels, image_size, channels) -> tf.data.Dataset:
-    dataset = tf.data.Dataset.from_tensor_slices((paths, np.asarray(labels, dtype="int32")))
-    return dataset.map(_decode(image_size, channels), num_parallel_calls=tf.data.AUTOTUNE)
+    size = tuple(int(s) for s in image_size)
+    train, skipped = read_labelled_folder(train_dir, class_names, size, channels)
+    split = {}
+    if val_dir is not None:
+        split["train"] = train
+        split["validation"], more = read_labelled_folder(val_dir, class_names, size, channels)
+        skipped += more
+    else:
+        keep, held = _split_indices(len(train.labels), validation_split, seed)
+        split["train"], split["validation"] = train.subset(keep), train.subset(held)
+    if test_dir is not None:
+        split["test"], more = read_labelled_folder(test_dir, class_names, size, channels)
+        skipped += more
+    else:
+        split["test"] = split["validation"]
+    return split, class_names, skipped
 
 
 def image_folder(
@@ -257,43 +295,24 @@ def image_folder(
     validation_split: float = 0.1,
     seed: int = 0,
 ) -> Splits:
-    """A class-per-folder image tree: ``train/`` with ``val/`` (or ``validation/``) and/or
-    ``test/``, or the class folders directly (a validation split is then carved out).
+    """A class-per-folder image tree as :class:`Splits` (see :func:`image_folder_arrays`).
 
-    With no test split, the validation split doubles as the test split.
+    Files that are not images or do not decode are left out and listed in ``Splits.skipped``.
     """
-    folder = Path(folder).expanduser()
-    if not folder.is_dir():
-        raise KzooError(f"image folder {str(folder)!r} does not exist or is not a folder")
-    train_dir = folder / "train" if (folder / "train").is_dir() else folder
-    val_dir = next((folder / n for n in ("val", "validation") if (folder / n).is_dir()), None)
-    test_dir = folder / "test" if (folder / "test").is_dir() else None
-    if train_dir == folder and (val_dir or test_dir):
-        train_dir = None
-    class_names = _class_folders(train_dir or test_dir or val_dir)
-    if len(class_names) < 2:
-        raise KzooError(
-            f"image folder {str(folder)!r} has {len(class_names)} class folder(s) "
-            f"({', '.join(class_names) or 'none'}); expected at least 2, one folder per class"
-        )
-    size = tuple(int(s) for s in image_size)
-    split = {}
-    train_paths, train_labels = _labelled_files(train_dir or folder, class_names)
-    if val_dir is not None:
-        split["validation"] = _labelled_files(val_dir, class_names)
-        split["train"] = (train_paths, train_labels)
-    else:
-        keep, held = _split_indices(len(train_paths), validation_split, seed)
-        pick = lambda items, index: [items[i] for i in index]  # noqa: E731
-        split["train"] = (pick(train_paths, keep), pick(train_labels, keep))
-        split["validation"] = (pick(train_paths, held), pick(train_labels, held))
-    split["test"] = _labelled_files(test_dir, class_names) if test_dir else split["validation"]
-    datasets = {key: _file_dataset(*value, size, channels) for key, value in split.items()}
+    split, class_names, skipped = image_folder_arrays(folder, image_size, channels,
+                                                      validation_split, seed)
     return Splits(
         class_names=class_names,
-        sizes={key: len(value[0]) for key, value in split.items()},
-        **datasets,
+        sizes={key: len(part.labels) for key, part in split.items()},
+        skipped=skipped,
+        **{key: labelled_dataset(part) for key, part in split.items()},
     )
+
+
+def labelled_dataset(part: LabelledImages) -> tf.data.Dataset:
+    """Decoded images as an unbatched ``(float32 pixels, int32 label)`` dataset."""
+    pairs = tf.data.Dataset.from_tensor_slices((part.images, part.labels))
+    return pairs.map(lambda image, label: (tf.cast(image, tf.float32), label))
 
 
 DATASETS = ("mnist", "mnist_sample", "cifar10", "or", "and", "xor")
@@ -324,9 +343,7 @@ def load_dataset(
         return _mnist(_find(["mnist.npz"], folders), folders, validation_split, seed)
     if name == "cifar10":
         return _cifar10(folders, validation_split, seed, input_shape)
-    folder = Path(name).expanduser()
-    if not folder.is_dir() and os.sep not in name:  # a folder name inside a data directory
-        folder = _find([name], folders) or folder
+    folder = find_image_folder(name, folders)
     if folder.is_dir() or os.sep in name:
         height, width, channels = input_shape or (224, 224, 3)
         return image_folder(folder, image_size=(height, width), channels=channels,

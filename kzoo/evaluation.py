@@ -36,3 +36,50 @@ def format_confusion_matrix(matrix: np.ndarray, class_names: list[str]) -> str:
     for name, row in zip(names, matrix):
         lines.append(name[:width].rjust(width) + "  " + " ".join(str(v).rjust(width) for v in row))
     return "\n".join(lines)
+
+
+def per_class_metrics(matrix: np.ndarray, class_names: list[str]) -> list[dict]:
+    """Precision, recall, F1 and support of each class, from a confusion matrix.
+
+    A class never predicted has precision 0; one never present has recall 0 (and support 0).
+    """
+    matrix = np.asarray(matrix)
+    rows = []
+    for index, name in enumerate(class_names):
+        hits = int(matrix[index, index])
+        predicted, actual = int(matrix[:, index].sum()), int(matrix[index].sum())
+        precision = hits / predicted if predicted else 0.0
+        recall = hits / actual if actual else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        rows.append({"class": str(name), "precision": precision, "recall": recall, "f1": f1,
+                     "support": actual})
+    return rows
+
+
+def classification_metrics(truth, probabilities, class_names: list[str]) -> dict:
+    """Accuracy, mean loss (cross-entropy), confusion matrix and per-class metrics of
+    predicted class ``probabilities`` (n, classes) against true class indices ``truth``.
+    """
+    truth = np.asarray(truth).reshape(-1).astype("int64")
+    probabilities = np.asarray(probabilities, dtype="float64")
+    predicted = probabilities.argmax(axis=-1)
+    losses = -np.log(np.clip(probabilities[np.arange(len(truth)), truth], 1e-12, 1.0))
+    matrix = confusion_matrix(truth, predicted, len(class_names))
+    return {
+        "accuracy": float((predicted == truth).mean()) if len(truth) else 0.0,
+        "loss": float(losses.mean()) if len(truth) else 0.0,
+        "examples": int(len(truth)),
+        "class_names": [str(name) for name in class_names],
+        "confusion_matrix": matrix.tolist(),
+        "per_class": per_class_metrics(matrix, class_names),
+    }
+
+
+def format_per_class(rows: list[dict]) -> str:
+    """A plain-text table of :func:`per_class_metrics`."""
+    width = max([len(row["class"]) for row in rows] + [5])
+    lines = [f"{'class':{width}}  precision  recall     f1  support"]
+    for row in rows:
+        lines.append(f"{row['class']:{width}}  {row['precision']:9.3f}  {row['recall']:6.3f}  "
+                     f"{row['f1']:5.3f}  {row['support']:7d}")
+    return "\n".join(lines)

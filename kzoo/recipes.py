@@ -2,7 +2,8 @@
 
 A recipe names the model and its options, the dataset, the augmentation preset, the optimizer
 (with an optional learning-rate schedule), the loss, batch size, epochs, seed, and the accuracy
-it is expected to reach. Unknown keys and wrong types are errors naming the file and the key.
+it is expected to reach; a fine-tuning recipe adds a ``finetune:`` section (:class:`FineTune`).
+Unknown keys and wrong types are errors naming the file and the key.
 """
 
 from __future__ import annotations
@@ -40,6 +41,31 @@ class Optimizer:
 
 
 @dataclass(frozen=True)
+class FineTune:
+    """The ``finetune:`` section: transfer learning in two phases, as fastai's ``fine_tune``.
+
+    Phase one trains the new head on the frozen backbone (kept in inference mode) for
+    ``head_epochs`` at ``head_learning_rate``, on cached backbone features where that is faster
+    (``cache_features``: ``auto``, ``true``, ``false``; ``feature_views`` augmented copies of
+    the training images are cached). Phase two unfreezes the top ``unfreeze`` fraction of the
+    backbone's layers (0: none, 1: all; BatchNorm layers stay frozen unless
+    ``train_batchnorm``) and trains for the recipe's ``epochs`` with its ``optimizer``.
+    ``discriminative_lr`` < 1 gives lower layers lower learning rates, falling geometrically
+    to that fraction of the rate at the lowest unfrozen layer; ``lr_multipliers`` maps
+    variable-path patterns (``"block_16_*"``) to explicit multipliers.
+    """
+
+    head_epochs: int = 10
+    head_learning_rate: float = 1e-3
+    unfreeze: float = 0.3
+    discriminative_lr: float = 1.0
+    lr_multipliers: dict[str, float] = field(default_factory=dict)
+    train_batchnorm: bool = False
+    cache_features: bool | str = "auto"
+    feature_views: int = 3
+
+
+@dataclass(frozen=True)
 class Recipe:
     """Everything one training run needs."""
 
@@ -57,14 +83,21 @@ class Recipe:
     validation_split: float = 0.1
     expected_accuracy: float | None = None
     reference: str = ""
+    finetune: FineTune | None = None
 
     def with_overrides(self, **overrides: Any) -> "Recipe":
         """A copy with the given values changed; ``None`` values are ignored.
 
-        ``learning_rate`` and ``dropout`` reach into the optimizer and the model options.
+        ``learning_rate`` and ``dropout`` reach into the optimizer and the model options, the
+        keys of :class:`FineTune` into the ``finetune`` section.
         """
         given = {key: value for key, value in overrides.items() if value is not None}
         recipe = self
+        tuning = {key: given.pop(key) for key in list(given) if key in _FINETUNE_TYPES}
+        if tuning:
+            section = _parse_finetune({**dataclasses.asdict(self.finetune or FineTune()), **tuning},
+                                      f"overrides of recipe {self.name!r}")
+            recipe = dataclasses.replace(recipe, finetune=section)
         if "learning_rate" in given:
             optimizer = dataclasses.replace(self.optimizer, learning_rate=given.pop("learning_rate"))
             recipe = dataclasses.replace(recipe, optimizer=optimizer)
@@ -82,7 +115,7 @@ class Recipe:
         schedule = {"name": optimizer.pop("schedule"), **optimizer.pop("schedule_options")}
         if schedule["name"] != "constant":
             optimizer["schedule"] = schedule
-        return data
+        return {key: value for key, value in data.items() if value is not None}
 
 
 _FIELD_TYPES = {
@@ -99,6 +132,17 @@ _FIELD_TYPES = {
     "validation_split": float,
     "expected_accuracy": float,
     "reference": str,
+    "finetune": dict,
+}
+_FINETUNE_TYPES = {
+    "head_epochs": int,
+    "head_learning_rate": float,
+    "unfreeze": float,
+    "discriminative_lr": float,
+    "lr_multipliers": dict,
+    "train_batchnorm": bool,
+    "cache_features": bool,  # or "auto"
+    "feature_views": int,
 }
 _OPTIMIZER_TYPES = {"name": str, "learning_rate": float, "momentum": float, "schedule": dict}
 _RANGES = {  # key: (lowest, highest); None is unbounded
@@ -108,8 +152,12 @@ _RANGES = {  # key: (lowest, highest); None is unbounded
     "validation_split": (0.0, 0.9),
     "expected_accuracy": (0.0, 1.0),
     "momentum": (0.0, 1.0),
+    "head_epochs": (0, None),
+    "unfreeze": (0.0, 1.0),
+    "discriminative_lr": (0.0, 1.0),
+    "feature_views": (1, None),
 }
-_POSITIVE = {"learning_rate"}
+_POSITIVE = {"learning_rate", "head_learning_rate", "discriminative_lr"}
 
 
 def _type_ok(value: Any, expected: type) -> bool:
@@ -181,6 +229,30 @@ def _parse_optimizer(data: dict[str, Any], source: str) -> Optimizer:
     return Optimizer(schedule=schedule_name, schedule_options=options, **values)
 
 
+def _parse_finetune(data: dict[str, Any], source: str) -> FineTune:
+    values = {}
+    where = f"{source} [finetune]"
+    for key, value in data.items():
+        if key not in _FINETUNE_TYPES:
+            raise _unknown_key(key, _FINETUNE_TYPES, where)
+        checked = key == "cache_features"  # true, false or "auto": checked below
+        values[key] = value if checked else _check_value(key, value, _FINETUNE_TYPES[key], where)
+    if values.get("cache_features", "auto") not in (True, False, "auto"):
+        raise KzooError(
+            f"{where}: key 'cache_features' is {values['cache_features']!r}; expected true, "
+            "false or auto"
+        )
+    for pattern, multiplier in values.get("lr_multipliers", {}).items():
+        if not isinstance(pattern, str) or not _type_ok(multiplier, float) or multiplier < 0:
+            raise KzooError(
+                f"{where}: lr_multipliers entry {pattern!r}: {multiplier!r} is invalid; expected "
+                "a variable-path pattern mapped to a number >= 0, e.g. {'block_1*': 0.1}"
+            )
+    if "lr_multipliers" in values:
+        values["lr_multipliers"] = {k: float(v) for k, v in values["lr_multipliers"].items()}
+    return FineTune(**values)
+
+
 def recipe_from_dict(name: str, data: Any, source: str) -> Recipe:
     """Validate a mapping (as read from YAML) into a :class:`Recipe`."""
     if not isinstance(data, dict):
@@ -191,6 +263,8 @@ def recipe_from_dict(name: str, data: Any, source: str) -> Recipe:
             raise KzooError(f"{source}: required key {required!r} is missing")
     if "optimizer" in values:
         values["optimizer"] = _parse_optimizer(values["optimizer"], source)
+    if "finetune" in values:
+        values["finetune"] = _parse_finetune(values["finetune"], source)
     return Recipe(name=name, **values)
 
 

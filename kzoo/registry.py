@@ -101,16 +101,25 @@ def list_models(pattern: str = "*", tag: str | None = None) -> list[str]:
     )
 
 
+# Options where ``None`` is a value, not "not given": ``weights=None`` means random init.
+_NONE_IS_A_VALUE = frozenset({"weights"})
+
+
 def build(name: str, **overrides: Any) -> keras.Model:
     """Build a registered model as a plain, uncompiled ``keras.Model``.
 
-    Overrides equal to ``None`` are ignored. Every model takes raw pixel values (0-255) and
-    rescales them itself.
+    Overrides equal to ``None`` are ignored, except ``weights=None``, which asks for random
+    initialisation (the ``keras.applications`` meaning). Every model takes raw pixel values
+    (0-255) and rescales them itself.
 
     >>> model = build("lenet5", num_classes=10)
     """
     spec = get_spec(name)
-    given = {key: value for key, value in overrides.items() if value is not None}
+    given = {
+        key: value
+        for key, value in overrides.items()
+        if value is not None or (key in _NONE_IS_A_VALUE and key in spec.options)
+    }
     unknown = sorted(set(given) - set(spec.options))
     if unknown:
         accepted = ", ".join(sorted(spec.options)) or "none"

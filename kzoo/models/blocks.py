@@ -85,3 +85,37 @@ def pad_to(x, side: int):
         return x
     padding = ((pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2))
     return layers.ZeroPadding2D(padding, name=f"pad_to_{side}")(x)
+
+
+@keras.saving.register_keras_serializable(package="kzoo")
+class ClassNames(layers.Identity):
+    """An identity layer closing a classifier: its config carries the class names, so a saved
+    ``.keras`` file says what its outputs mean (see :func:`class_names_of`).
+    """
+
+    def __init__(self, class_names: Sequence[str], **kwargs):
+        super().__init__(**kwargs)
+        self.class_names = [str(name) for name in class_names]
+
+    def get_config(self):
+        return {**super().get_config(), "class_names": self.class_names}
+
+
+def with_class_names(model: keras.Model, class_names: Sequence[str]) -> keras.Model:
+    """``model`` (a classifier over ``len(class_names)`` classes) ending in a
+    :class:`ClassNames` layer; the layers, and their weights, are shared.
+    """
+    names = [str(name) for name in class_names]
+    if model.output_shape[-1] != len(names):
+        raise KzooError(
+            f"model {model.name!r} has {model.output_shape[-1]} outputs but {len(names)} class "
+            f"names were given ({', '.join(names)}); expected one name per output"
+        )
+    outputs = ClassNames(names, name="class_names")(model.outputs[0])
+    return keras.Model(model.inputs, outputs, name=model.name)
+
+
+def class_names_of(model: keras.Model) -> list[str] | None:
+    """The class names a model carries in its :class:`ClassNames` layer, if it has one."""
+    found = [layer for layer in model.layers if isinstance(layer, ClassNames)]
+    return list(found[-1].class_names) if found else None

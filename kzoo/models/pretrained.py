@@ -26,9 +26,13 @@ class CaffePreprocessing(layers.Layer):
 
 
 def _with_head(name, backbone, preprocess, shape, num_classes, weights, dropout):
+    """``preprocess`` is the layer mapping 0-255 pixels to the backbone's input, or ``None``
+    where the application rescales its input itself (EfficientNet, MobileNetV3).
+    """
     backbone.name = "backbone"  # a stable name, whatever the application calls itself
     inputs = keras.Input(shape=shape, name="pixels")
-    features = backbone(preprocess(inputs), training=False if weights is not None else None)
+    pixels = preprocess(inputs) if preprocess is not None else inputs
+    features = backbone(pixels, training=False if weights is not None else None)
     x = layers.GlobalAveragePooling2D(name="pool")(features)
     outputs = classifier_head(x, check_num_classes(num_classes), check_rate("dropout", dropout))
     return keras.Model(inputs, outputs, name=name)
@@ -68,3 +72,41 @@ def mobilenet_v2(
     )
     preprocess = layers.Rescaling(1 / 127.5, offset=-1.0, name="rescale")
     return _with_head("mobilenet_v2", backbone, preprocess, shape, num_classes, weights, dropout)
+
+
+@register_model(
+    summary="EfficientNet-B0 backbone + new head, ImageNet weights",
+    description=(
+        "EfficientNet-B0 backbone (keras.applications; it rescales and normalises its input "
+        "itself) with global pooling and a new softmax head."
+    ),
+    source="Tan, Le 2019, EfficientNet: rethinking model scaling for convolutional neural networks",
+    tags=("pretrained", "imagenet-arch"),
+)
+def efficientnet_b0(num_classes=1000, input_shape=(224, 224, 3), weights="imagenet", dropout=0.0):
+    shape = check_image_shape("efficientnet_b0", input_shape, min_side=32, channels=(3,))
+    backbone = load_application(
+        keras.applications.EfficientNetB0, weights, include_top=False, input_shape=shape
+    )
+    return _with_head("efficientnet_b0", backbone, None, shape, num_classes, weights, dropout)
+
+
+@register_model(
+    summary="MobileNetV3-Small backbone + new head, ImageNet weights",
+    description=(
+        "MobileNetV3-Small backbone (keras.applications, width multiplier alpha; it rescales its "
+        "input itself) with global pooling and a new softmax head: the fastest on a CPU."
+    ),
+    source="Howard et al. 2019, Searching for MobileNetV3",
+    tags=("pretrained", "imagenet-arch"),
+)
+def mobilenet_v3_small(
+    num_classes=1000, input_shape=(224, 224, 3), weights="imagenet", alpha=1.0, dropout=0.0
+):
+    shape = check_image_shape("mobilenet_v3_small", input_shape, min_side=32, channels=(3,))
+    check_choice("alpha", alpha, (0.75, 1.0))
+    backbone = load_application(
+        keras.applications.MobileNetV3Small, weights, include_top=False, input_shape=shape,
+        alpha=alpha,
+    )
+    return _with_head("mobilenet_v3_small", backbone, None, shape, num_classes, weights, dropout)

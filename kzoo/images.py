@@ -1,0 +1,235 @@
+"""Read a user's image files robustly: each one is decoded to pixels or skipped with a reason.
+
+A real folder is messy. Pillow decodes every file up front, so a bad one is found before
+training starts, never in the middle of an epoch:
+
+- EXIF-rotated photos are turned upright (``ImageOps.exif_transpose``);
+- palette (GIF), grayscale, 16-bit, CMYK and alpha images become RGB (or grayscale);
+  transparent pixels are laid on white, as a browser shows them on a white page;
+- huge JPEGs are decoded at a reduced scale (``Image.draft``), then every image is resized
+  (antialiased bilinear) to the model's input size, so a 1x1 and a 6000x4000 image both work;
+- empty, truncated, corrupt and non-image files, and hidden files (``.DS_Store``, ``._x.jpg``,
+  ``__MACOSX/``), are skipped, and each skip is a :class:`Skipped` with its reason, for the
+  summary a run prints first.
+
+>>> pixels = read_image("cat.jpg", size=(224, 224))      # uint8 (224, 224, 3)
+>>> files, skipped = list_image_files("photos/cats")
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterable, NamedTuple, Sequence
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from kzoo.errors import KzooError
+
+IMAGE_EXTENSIONS = (
+    ".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff",
+    ".ppm", ".pgm", ".pbm",
+)
+_HIDDEN_FOLDERS = ("__MACOSX",)
+_WITH_ALPHA = ("RGBA", "LA", "PA", "RGBa", "La")
+
+
+class Skipped(NamedTuple):
+    """A file that was not used, and why."""
+
+    path: str
+    reason: str
+
+
+class UnreadableImage(KzooError):
+    """A file that is not a decodable image; the message says why."""
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".") or name in _HIDDEN_FOLDERS
+
+
+def list_image_files(folder: str | os.PathLike) -> tuple[list[Path], list[Skipped]]:
+    """The image files under ``folder`` (recursively, sorted), and the files passed over.
+
+    Hidden files and folders and files without an image extension are passed over, each with
+    its reason. Whether an image file really decodes is :func:`read_image`'s job.
+    """
+    folder = Path(folder)
+    files, skipped = [], []
+    for root, dirs, names in os.walk(folder):
+        for name in sorted(d for d in dirs if _is_hidden(d)):
+            skipped.append(Skipped(str(Path(root) / name), "hidden folder"))
+        dirs[:] = sorted(d for d in dirs if not _is_hidden(d))
+        for name in sorted(names):
+            path = Path(root) / name
+            suffix = path.suffix.lower()
+            if _is_hidden(name):
+                skipped.append(Skipped(str(path), "hidden file"))
+            elif not path.is_file():
+                skipped.append(Skipped(str(path), "broken link or not a regular file"))
+            elif suffix not in IMAGE_EXTENSIONS:
+                kind = f"{suffix} file" if suffix else "no file extension"
+                skipped.append(Skipped(str(path), f"not an image ({kind})"))
+            else:
+                files.append(path)
+    return sorted(files), skipped
+
+
+def _to_mode(image: Image.Image, channels: int) -> Image.Image:
+    """RGB (``channels=3``) or grayscale (``channels=1``) from any Pillow mode."""
+    if image.mode.startswith("I") or image.mode == "F":  # 16/32-bit integer or float pixels
+        values = np.asarray(image, dtype=np.float64)
+        if values.size and values.max() > 255:
+            values = values / 257.0  # 16-bit range to 8-bit
+        image = Image.fromarray(np.clip(values, 0, 255).astype(np.uint8), "L")
+    if image.mode in _WITH_ALPHA or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return image.convert("RGB" if channels == 3 else "L")
+
+
+def read_image(
+    path: str | os.PathLike, size: tuple[int, int] | None = None, channels: int = 3
+) -> np.ndarray:
+    """An image file as a uint8 array ``(height, width, channels)``, upright, resized to
+    ``size`` = (height, width) if given. Raises :class:`UnreadableImage` with the reason.
+    """
+    if channels not in (1, 3):
+        raise KzooError(f"channels={channels!r} is invalid; expected 1 (grayscale) or 3 (RGB)")
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise UnreadableImage("empty file (0 bytes)")
+        with Image.open(path) as image:
+            if size is not None and image.format == "JPEG":
+                side = max(size)  # decode big JPEGs at a reduced scale, still >= size
+                image.draft(image.mode, (side, side))
+            image.load()
+            image = _to_mode(ImageOps.exif_transpose(image), channels)
+    except UnreadableImage:
+        raise
+    except UnidentifiedImageError:
+        raise UnreadableImage("not an image Pillow can read (wrong format or corrupt)") from None
+    except Image.DecompressionBombError as error:
+        raise UnreadableImage(f"too large to decode safely ({error})") from None
+    except FileNotFoundError:
+        raise UnreadableImage("no such file") from None
+    except PermissionError:
+        raise UnreadableImage("permission denied") from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as error:
+        raise UnreadableImage(f"corrupt, truncated or unsupported ({error})") from None
+    if size is not None:
+        height, width = int(size[0]), int(size[1])
+        if image.size != (width, height):
+            image = image.resize((width, height), Image.Resampling.BILINEAR)
+    return np.asarray(image, dtype=np.uint8).reshape(image.height, image.width, channels)
+
+
+def _try_read(path, size, channels):
+    try:
+        return read_image(path, size, channels), None
+    except UnreadableImage as error:
+        return None, Skipped(str(path), str(error))
+
+
+def read_images(
+    paths: Sequence[str | os.PathLike],
+    size: tuple[int, int],
+    channels: int = 3,
+    workers: int | None = None,
+) -> tuple[np.ndarray, list[int], list[Skipped]]:
+    """Decode ``paths`` (in threads) into one uint8 array ``(n, height, width, channels)``.
+
+    Returns the array of the images that decoded, their indices in ``paths``, and the files
+    skipped with their reasons.
+    """
+    height, width = int(size[0]), int(size[1])
+    workers = workers or min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(pool.map(lambda p: _try_read(p, (height, width), channels), paths))
+    kept = [index for index, (pixels, _) in enumerate(results) if pixels is not None]
+    images = np.empty((len(kept), height, width, channels), dtype=np.uint8)
+    for row, index in enumerate(kept):
+        images[row] = results[index][0]
+    return images, kept, [skip for _, skip in results if skip is not None]
+
+
+def describe_skipped(skipped: Iterable[Skipped], limit: int = 10, root: str | os.PathLike | None = None) -> str:
+    """One line per skipped file (at most ``limit``), after a count: ``3 files skipped: ...``."""
+    skipped = list(skipped)
+    if not skipped:
+        return "no files skipped"
+
+    def shown(path: str) -> str:
+        if root is None:
+            return path
+        try:
+            return str(Path(path).relative_to(root))
+        except ValueError:
+            return path
+
+    noun = "file" if len(skipped) == 1 else "files"
+    lines = [f"{len(skipped)} {noun} skipped:"]
+    lines += [f"  {shown(skip.path)}: {skip.reason}" for skip in skipped[:limit]]
+    if len(skipped) > limit:
+        lines.append(f"  ... and {len(skipped) - limit} more")
+    return "\n".join(lines)
+
+
+# --- class-per-folder trees ---------------------------------------------------------------------
+
+
+class LabelledImages(NamedTuple):
+    """Decoded images with their class indices and the files they came from."""
+
+    images: np.ndarray  # uint8 (n, height, width, channels)
+    labels: np.ndarray  # int32 (n,)
+    paths: list[str]
+
+    def subset(self, index: Sequence[int]) -> "LabelledImages":
+        index = np.asarray(index, dtype=np.int64)
+        return LabelledImages(self.images[index], self.labels[index],
+                              [self.paths[i] for i in index])
+
+
+def class_folders(folder: str | os.PathLike) -> list[str]:
+    """The class names of a class-per-folder tree: its visible sub-folders, sorted."""
+    return sorted(p.name for p in Path(folder).iterdir() if p.is_dir() and not _is_hidden(p.name))
+
+
+def read_labelled_folder(
+    folder: str | os.PathLike,
+    class_names: Sequence[str],
+    size: tuple[int, int],
+    channels: int = 3,
+) -> tuple[LabelledImages, list[Skipped]]:
+    """Decode ``folder/<class>/...`` for each class in ``class_names`` (label = its index).
+
+    Files that are not images or do not decode are skipped and returned with their reasons.
+    A class folder that is missing or has no readable image is an error, raised before any
+    training starts.
+    """
+    folder = Path(folder)
+    paths, labels, skipped = [], [], []
+    for index, name in enumerate(class_names):
+        files, passed_over = list_image_files(folder / name) if (folder / name).is_dir() else ([], [])
+        paths += files
+        labels += [index] * len(files)
+        skipped += passed_over
+    images, kept, unreadable = read_images(paths, size, channels)
+    skipped += unreadable
+    labels = np.asarray(labels, dtype=np.int32)[kept]
+    counts = np.bincount(labels, minlength=len(class_names))
+    empty = [name for name, count in zip(class_names, counts) if count == 0]
+    if empty:
+        where = ", ".join(repr(str(folder / name)) for name in empty)
+        what = "holds no readable images" if len(empty) == 1 else "hold no readable images"
+        detail = f" ({describe_skipped(skipped, limit=5)})" if skipped else ""
+        raise KzooError(
+            f"class folder {where} {what}{detail}; add images ({', '.join(IMAGE_EXTENSIONS)}) "
+            "or remove the folder"
+        )
+    return LabelledImages(images, labels, [str(paths[i]) for i in kept]), skipped

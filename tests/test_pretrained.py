@@ -1,0 +1,91 @@
+"""resnet50 and mobilenet_v2 with weights: a local file the test writes itself, a missing file,
+``'imagenet'`` offline, and a file posing as a published one with the wrong content."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+import kzoo
+from kzoo.weights import KNOWN_SHA256
+
+SHAPE = (64, 64, 3)
+
+
+@pytest.fixture(autouse=True)
+def no_local_weight_caches(monkeypatch, tmp_path):
+    """'imagenet' must not find a real cached file (~/.keras/models) during these tests."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
+    monkeypatch.delenv("KZOO_WEIGHTS_DIR", raising=False)
+
+
+def write_backbone_weights(application, path, **kwargs):
+    """Save a backbone's weights, set to known random values, and return them."""
+    keras.utils.set_random_seed(1)
+    backbone = application(include_top=False, weights=None, input_shape=SHAPE, **kwargs)
+    rng = np.random.default_rng(1)
+    values = [rng.normal(0, 0.05, w.shape).astype("float32") for w in backbone.get_weights()]
+    backbone.set_weights(values)
+    backbone.save_weights(path)
+    return values
+
+
+@pytest.mark.parametrize(
+    "name, application, kwargs",
+    [
+        ("mobilenet_v2", keras.applications.MobileNetV2, {"alpha": 0.35}),
+        ("resnet50", keras.applications.ResNet50, {}),
+    ],
+)
+def test_local_weights_file_loads_into_the_backbone(name, application, kwargs, tmp_path):
+    path = tmp_path / "w.weights.h5"
+    saved = write_backbone_weights(application, path, **kwargs)
+    keras.utils.set_random_seed(2)  # a different init, so equality means the file was read
+    model = kzoo.build(name, weights=str(path), input_shape=SHAPE, num_classes=2, **kwargs)
+    backbone = model.get_layer("backbone")
+    loaded = backbone.get_weights()
+    assert len(loaded) == len(saved)
+    for got, want in zip(loaded, saved):
+        np.testing.assert_array_equal(got, want)
+    assert model.output_shape == (None, 2)
+    # With pretrained weights the backbone runs in inference mode, so its BatchNorm statistics
+    # do not move: a forward pass in training mode equals one in inference mode.
+    batch = np.random.default_rng(0).integers(0, 256, (2, *SHAPE)).astype("float32")
+    np.testing.assert_allclose(np.asarray(model(batch, training=True)),
+                               np.asarray(model(batch, training=False)), rtol=1e-5, atol=1e-6)
+
+
+def test_missing_weights_file_is_named(tmp_path):
+    missing = tmp_path / "nowhere" / "w.weights.h5"
+    with pytest.raises(kzoo.KzooError) as error:
+        kzoo.build("mobilenet_v2", weights=str(missing), alpha=0.35, input_shape=SHAPE)
+    assert str(missing) in str(error.value)
+
+
+@pytest.mark.parametrize("name", ["resnet50", "mobilenet_v2"])
+def test_imagenet_offline_says_how_to_pass_a_local_file(name):
+    with pytest.raises(kzoo.KzooError) as error:
+        kzoo.build(name, weights="imagenet", input_shape=SHAPE, num_classes=2)
+    message = str(error.value)
+    assert "KZOO_OFFLINE" in message
+    assert "weights=PATH" in message and "--weights" in message
+
+
+def test_file_posing_as_a_published_one_fails_its_sha256(tmp_path):
+    name = next(iter(KNOWN_SHA256))
+    fake = tmp_path / name
+    fake.write_bytes(b"not the published weights")
+    with pytest.raises(kzoo.KzooError) as error:
+        kzoo.build("mobilenet_v2", weights=str(fake), alpha=0.35, input_shape=SHAPE)
+    message = str(error.value)
+    assert "sha256" in message and KNOWN_SHA256[name] in message
+    assert str(fake) in message
+
+
+def test_weights_of_another_backbone_fail_clearly(tmp_path):
+    path = tmp_path / "mobilenet.weights.h5"
+    write_backbone_weights(keras.applications.MobileNetV2, path, alpha=0.35)
+    with pytest.raises(kzoo.KzooError) as error:
+        kzoo.build("mobilenet_v2", weights=str(path), alpha=1.0, input_shape=SHAPE)
+    assert str(path) in str(error.value)

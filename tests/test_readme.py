@@ -1,0 +1,30 @@
+"""The README's generated tables match what they are generated from."""
+
+import importlib.util
+from pathlib import Path
+
+from kzoo.catalog import model_table
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _between(text: str, name: str) -> str:
+    start, end = f"<!-- {name}:start -->\n", f"\n<!-- {name}:end -->"
+    return text.split(start, 1)[1].split(end, 1)[0]
+
+
+def test_model_table_is_generated_from_the_registry():
+    readme = (ROOT / "README.md").read_text()
+    assert _between(readme, "models") == model_table(), (
+        "README's model table is stale: run python bench/readme_tables.py"
+    )
+
+
+def test_readme_tables_is_generated_from_the_bench_results():
+    spec = importlib.util.spec_from_file_location("readme_tables", ROOT / "bench" / "readme_tables.py")
+    readme_tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(readme_tables)
+    readme = (ROOT / "README.md").read_text()
+    assert _between(readme, "results") == readme_tables.table(readme_tables.load_results()), (
+        "README's results table is stale: run python bench/readme_tables.py"
+    )
