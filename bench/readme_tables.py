@@ -31,6 +31,9 @@ def load_results(folder: Path = HERE / "results") -> dict[str, list[dict]]:
 
 
 def table(grouped: dict[str, list[dict]]) -> str:
+    """One row per recipe; the expected figure and its source come from the recipe itself."""
+    from kzoo.recipes import load_recipe
+
     lines = [
         "| recipe | test accuracy | seeds | epochs | minutes (each) | expected | source | command |",
         "|---|---|---|---|---|---|---|---|",
@@ -41,12 +44,13 @@ def table(grouped: dict[str, list[dict]]) -> str:
         if len(accuracies) > 1:
             shown += f" ± {statistics.stdev(accuracies):.2%}"
         minutes = statistics.mean(r["wall_time_s"] for r in records) / 60
-        expected = records[0].get("expected_accuracy")
+        recipe_file = load_recipe(recipe)
+        expected = recipe_file.expected_accuracy
         seeds = " ".join(str(r["seed"]) for r in sorted(records, key=lambda r: r["seed"]))
         command = f"`python bench/accuracy.py {recipe} --seeds {seeds} --data-dir ../shared/data`"
         lines.append(
             f"| `{recipe}` | {shown} | {len(records)} | {records[0]['epochs']} | {minutes:.1f} | "
-            f"{f'{expected:.0%}' if expected else '-'} | {records[0].get('reference', '')} | "
+            f"{f'{expected:.1%}' if expected else '-'} | {recipe_file.reference} | "
             f"{command} |"
         )
     return "\n".join(lines)

@@ -1,0 +1,104 @@
+"""Memory over a long search: the process's resident memory after each of --trials trials.
+
+    python bench/tune_memory.py --data-dir ../shared/data      # 24 trials, about 2 minutes
+
+A random search over learning rate, batch size and dropout of the lenet5_mnist recipe, one epoch
+a trial, on the first --train-images MNIST images. After every trial's fit a callback reads
+VmRSS from /proc/self/status. The first trials warm TensorFlow up (kernels, tf.function caches),
+so growth is measured from trial 2 on: the mean of the last five trials against the mean of
+trials 2 to 6, and the least-squares slope over trials 6 onwards.
+
+Writes bench/results/tuning/tune_memory.json and exits 1 if the last five trials use more than
+--tolerance-mb (default 50) above trials 2 to 6.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import keras
+from accuracy import machine
+from tune_mnist import write_subset
+
+OUTPUT = Path(__file__).resolve().parent / "results" / "tuning" / "tune_memory.json"
+RSS_MB: list[float] = []  # one entry a trial (the callback is copied per trial; this list is not)
+
+
+def resident_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status (this benchmark needs Linux)")
+
+
+class RecordMemory(keras.callbacks.Callback):
+    def on_train_end(self, logs=None):
+        RSS_MB.append(round(resident_mb(), 1))
+
+
+def slope(values: list[float]) -> float:
+    """Least-squares MB per trial."""
+    xs = range(len(values))
+    mean_x, mean_y = statistics.mean(xs), statistics.mean(values)
+    covariance = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, values))
+    return covariance / sum((x - mean_x) ** 2 for x in xs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--data-dir", default=os.environ.get("KZOO_DATA_DIR", "../shared/data"))
+    parser.add_argument("--recipe", default="lenet5_mnist")
+    parser.add_argument("--trials", type=int, default=24)
+    parser.add_argument("--train-images", type=int, default=3000)
+    parser.add_argument("--tolerance-mb", type=float, default=50.0)
+    parser.add_argument("--output", type=Path, default=OUTPUT)
+    args = parser.parse_args(argv)
+    if args.trials < 11:
+        parser.error("--trials must be at least 11 (warm-up, then two windows of five)")
+
+    import kzoo
+
+    before = resident_mb()
+    with tempfile.TemporaryDirectory() as scratch:
+        write_subset(args.data_dir, Path(scratch), args.train_images)
+        result = kzoo.tune(args.recipe, max_trials=args.trials, epochs=1, data_dir=scratch,
+                           directory=Path(scratch) / "tuning", callbacks=[RecordMemory()],
+                           verbose=0)
+    completed = sum(row["status"] == "COMPLETED" for row in result.trials)
+    early, late = statistics.mean(RSS_MB[1:6]), statistics.mean(RSS_MB[-5:])
+    record = {
+        "benchmark": "tune_memory",
+        "tuned_recipe": args.recipe,
+        "train_images": args.train_images,
+        "trials": len(result.trials),
+        "completed_trials": completed,
+        "rss_mb_before_search": round(before, 1),
+        "rss_mb_per_trial": RSS_MB,
+        "rss_mb_trials_2_to_6": round(early, 1),
+        "rss_mb_last_5": round(late, 1),
+        "growth_mb": round(late - early, 1),
+        "slope_mb_per_trial_from_6": round(slope(RSS_MB[5:]), 2),
+        "tolerance_mb": args.tolerance_mb,
+        "bounded": late - early <= args.tolerance_mb,
+        "command": "python bench/tune_memory.py --data-dir ../shared/data",
+        "machine": machine(),
+        "versions": kzoo.training._versions(),
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"bench: RSS after trials 2-6 {early:.0f} MB, after the last five {late:.0f} MB "
+          f"(growth {late - early:+.1f} MB, {record['slope_mb_per_trial_from_6']:+.2f} MB a "
+          f"trial) over {len(RSS_MB)} trials -> {args.output}")
+    return 0 if record["bounded"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
