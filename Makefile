@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: test demo bench-mnist lint clean
+.PHONY: test demo browser bench-mnist lint clean
 
 $(BIN)/.kzoo-installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,8 +12,14 @@ $(BIN)/.kzoo-installed: setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-test: $(BIN)/.kzoo-installed
+test: $(BIN)/.kzoo-installed browser
 	$(BIN)/python -m pytest -q
+
+# The report test opens report.html in headless Chromium; install it where we may (root + apt).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "chromium is not installed: the report's browser test will be skipped"
 
 demo: $(BIN)/.kzoo-installed
 	$(BIN)/kzoo train lenet5_mnist_sample

@@ -6,9 +6,10 @@ the compute it spends, searching learning rate, batch size and dropout for LeNet
 To fit a CPU budget the searches train on the first --train-images (default 16,000) of MNIST's
 60,000 training images; 10% of those are the validation split the searches score on. Both search
 the space of the lenet5_mnist recipe's search section (learning rate 1e-4 to 0.1 on a log scale,
-batch size 32, 128 or 2000, dropout 0 to 0.6 in steps of 0.1), starting from its own values. Hyperband trains a trial for at most --max-epochs (factor 3); random search trains each of
-its trials that long, with as many trials as fit in Hyperband's epoch budget, the comparison of
-Li et al. (2018). Compute is counted in epochs trained over the training subset and in seconds.
+batch size 32, 128 or 2000, dropout 0 to 0.6 in steps of 0.1), starting from its own values.
+Hyperband trains a trial for at most --max-epochs (factor 3); random search trains each of its
+trials that long, with as many trials as fit in Hyperband's epoch budget, the comparison of Li
+et al. (2018). Compute is counted in epochs trained over the training subset and in seconds.
 
 Writes bench/results/tuning/tune_mnist.json: for each algorithm the best validation accuracy, its
 trial and hyperparameters, epochs and seconds spent, and the curve of the best accuracy so far
@@ -127,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             summary = summarize(result, started, time.perf_counter())
             record["searches"][algorithm] = summary
-            print(f"bench: {algorithm}: best val accuracy {summary['best_val_accuracy']:.4f} "
-                  f"after {summary['epochs_trained']:.0f} epochs, {summary['search_seconds']:.0f} s",
+            print(f"bench: {algorithm}: best val accuracy {summary['best_val_accuracy']:.4f} after "
+                  f"{summary['epochs_trained']:.0f} epochs, {summary['search_seconds']:.0f} s",
                   flush=True)
     record.update(
         command="python bench/tune_mnist.py --data-dir ../shared/data"

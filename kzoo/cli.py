@@ -1,4 +1,6 @@
-"""The ``kzoo`` command: ``kzoo list``, ``kzoo info NAME``, ``kzoo train RECIPE``.
+"""The ``kzoo`` command: ``kzoo list``, ``kzoo info NAME``, ``kzoo train RECIPE``, ``kzoo tune
+RECIPE`` and transfer learning: ``kzoo finetune FOLDER``, then ``kzoo predict``, ``kzoo
+evaluate``, ``kzoo export``.
 
 Each subcommand is a small function taking the parsed arguments; bad input is reported as one
 line on stderr with exit status 2, never as a traceback.
@@ -7,6 +9,7 @@ line on stderr with exit status 2, never as a traceback.
 from __future__ import annotations
 
 import argparse
+import csv
 import fnmatch
 import json
 import sys
@@ -66,6 +69,115 @@ def _train(args: argparse.Namespace) -> None:
     )
 
 
+def _weights(value: str) -> str | None:
+    return None if value.lower() == "none" else value
+
+
+def _crop(value: str) -> float | None:
+    return None if value.lower() == "none" else float(value)
+
+
+def _option(text: str) -> tuple[str, object]:
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE (e.g. alpha=0.35)")
+    return key.strip(), yaml.safe_load(value)
+
+
+def _finetune(args: argparse.Namespace) -> None:
+    from kzoo.finetune import _FROM_RECIPE, fine_tune
+
+    fine_tune(
+        args.folder, recipe=args.recipe, backbone=args.backbone,
+        weights=_FROM_RECIPE if args.weights is False else args.weights,
+        image_size=args.image_size, model_options=dict(args.option or []) or None,
+        center_crop=_FROM_RECIPE if args.center_crop is False else args.center_crop,
+        epochs=args.epochs, head_epochs=args.head_epochs, learning_rate=args.lr,
+        head_learning_rate=args.head_lr, batch_size=args.batch_size,
+        augmentation=args.augmentation, unfreeze=args.unfreeze,
+        discriminative_lr=args.discriminative_lr,
+        cache_features=False if args.no_cache_features else None, seed=args.seed,
+        validation_split=args.validation_split, data_dir=args.data_dir, run_dir=args.run_dir,
+        verbose=2 if args.quiet else "auto",
+    )
+
+
+def _print_predictions(results, output_format: str, top_k: int) -> None:
+    if output_format == "json":
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+        return
+    if output_format == "csv":
+        writer = csv.writer(sys.stdout)
+        header = ["path"]
+        for rank in range(1, top_k + 1):
+            header += [f"class_{rank}", f"probability_{rank}"]
+        writer.writerow(header + ["error"])
+        for result in results:
+            cells = [cell for name, p in result.top for cell in (name, f"{p:.6f}")]
+            cells += [""] * (2 * top_k - len(cells))
+            writer.writerow([result.path, *cells, result.error or ""])
+        return
+    width = max([len(r.path) for r in results] + [4])
+    print(f"{'file':{width}}  predictions")
+    for result in results:
+        shown = ("unreadable: " + result.error if result.error
+                 else "  ".join(f"{name} {p:.3f}" for name, p in result.top))
+        print(f"{result.path:{width}}  {shown}")
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from kzoo.inference import predict
+
+    results = predict(args.run_dir, args.images, top_k=args.top_k)
+    _print_predictions(results, args.format, args.top_k)
+    failed = sum(1 for r in results if r.error)
+    if failed:
+        print(f"kzoo: {failed} of {len(results)} files could not be read (listed above)",
+              file=sys.stderr)
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from kzoo.evaluation import format_confusion_matrix, format_per_class
+    from kzoo.inference import evaluate
+
+    metrics = evaluate(args.run_dir, args.folder)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+        return
+    print(f"accuracy {metrics['accuracy']:.4f}  loss {metrics['loss']:.4f}  "
+          f"on {metrics['examples']} images of {metrics['folder']}")
+    print(format_confusion_matrix(np.asarray(metrics["confusion_matrix"]), metrics["class_names"]))
+    print(format_per_class(metrics["per_class"]))
+    if metrics["skipped"]:
+        from kzoo.images import Skipped, describe_skipped
+
+        print(describe_skipped([Skipped(**s) for s in metrics["skipped"]], root=args.folder))
+
+
+def _export(args: argparse.Namespace) -> None:
+    from kzoo.inference import export
+
+    print(export(args.run_dir, format=args.format, output=args.output))
+
+
+def _tune(args: argparse.Namespace) -> None:
+    from kzoo.recipes import parse_search_option
+    from kzoo.tuning import tune
+
+    tune(
+        args.recipe, algorithm=args.algorithm, max_trials=args.max_trials, epochs=args.epochs,
+        search=dict(parse_search_option(text) for text in args.search or []),
+        directory=args.directory, project_name=args.project, overwrite=args.overwrite,
+        retrain_best=args.retrain_best, data_dir=args.data_dir, chief=args.chief,
+        worker=args.worker, tuner_id=args.tuner_id, max_failures=args.max_failures,
+        verbose=2 if args.quiet else "auto",
+    )
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kzoo", description="A Keras model zoo.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -94,6 +206,102 @@ def make_parser() -> argparse.ArgumentParser:
     training.add_argument("--resume", action="store_true",
                           help="continue an interrupted run (the latest one, or --run-dir)")
     training.set_defaults(run=_train)
+
+    tuning = commands.add_parser(
+        "finetune", help="fine-tune a pretrained backbone on a folder of images",
+        description="Fine-tune an ImageNet backbone on FOLDER: train/ and val/ (or "
+        "validation/) folders of class folders, or the class folders directly. Phase one "
+        "trains a new head on the frozen backbone, phase two its top layers.",
+    )
+    tuning.add_argument("folder", nargs="?", help="the image folder (default: the recipe's dataset)")
+    tuning.add_argument("--recipe", help="settings from a recipe, e.g. mobilenet_v2_ants_bees")
+    tuning.add_argument("--backbone", help="a pretrained model (`kzoo list --tag pretrained`); "
+                        "default resnet50")
+    tuning.add_argument("--weights", type=_weights, default=False,
+                        help="imagenet (default), none, or the path of a weights file")
+    tuning.add_argument("--image-size", type=int, help="input side in pixels (default 224)")
+    tuning.add_argument("--center-crop", type=_crop, default=False, metavar="F",
+                        help="keep the central fraction F of each image, undistorted (default "
+                        "0.875), or none: the whole image, squashed")
+    tuning.add_argument("--option", type=_option, action="append", metavar="KEY=VALUE",
+                        help="a backbone option, e.g. --option alpha=0.35 (repeatable)")
+    tuning.add_argument("--epochs", type=int, help="fine-tuning epochs, after the head epochs")
+    tuning.add_argument("--head-epochs", type=int, help="epochs of the head on the frozen backbone")
+    tuning.add_argument("--lr", type=float, help="fine-tuning learning rate")
+    tuning.add_argument("--head-lr", type=float, help="learning rate of the head phase")
+    tuning.add_argument("--batch-size", type=int)
+    tuning.add_argument("--augmentation", help="augmentation preset (imagenet, none, ...)")
+    tuning.add_argument("--unfreeze", type=float,
+                        help="fraction of the backbone's layers to fine-tune, from the top (0-1)")
+    tuning.add_argument("--discriminative-lr", type=float, metavar="F",
+                        help="lower layers learn slower, down to F times the rate (0 < F <= 1)")
+    tuning.add_argument("--no-cache-features", action="store_true",
+                        help="run the backbone every head epoch instead of caching its features")
+    tuning.add_argument("--seed", type=int)
+    tuning.add_argument("--validation-split", type=float,
+                        help="fraction held out when FOLDER has no val/ folder")
+    tuning.add_argument("--data-dir", help="folder searched for the dataset and for weights/")
+    tuning.add_argument("--run-dir", help="where results go (default runs/RECIPE-TIME)")
+    tuning.add_argument("--quiet", action="store_true", help="one line per epoch, no progress bars")
+    tuning.set_defaults(run=_finetune)
+
+    predicting = commands.add_parser("predict", help="classify images with a trained run")
+    predicting.add_argument("run_dir", help="a run directory (or a .keras file)")
+    predicting.add_argument("images", nargs="+", help="image files or folders")
+    predicting.add_argument("--top-k", type=int, default=3, help="classes shown per image")
+    predicting.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    predicting.set_defaults(run=_predict)
+
+    evaluating = commands.add_parser("evaluate", help="evaluate a trained run on a labelled folder")
+    evaluating.add_argument("run_dir", help="a run directory (or a .keras file)")
+    evaluating.add_argument("folder", help="a folder of class folders named as the model's classes")
+    evaluating.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    evaluating.set_defaults(run=_evaluate)
+
+    exporting = commands.add_parser("export", help="export a trained run's model")
+    exporting.add_argument("run_dir", help="a run directory (or a .keras file)")
+    exporting.add_argument("--format", choices=("keras", "saved_model", "tflite", "onnx"),
+                           default="keras")
+    exporting.add_argument("--output", help="where to write it (default RUN_DIR/export/)")
+    exporting.set_defaults(run=_export)
+
+    searching = commands.add_parser(
+        "tune", help="search a recipe's hyperparameters with KerasTuner",
+        description="Search learning rate, batch size and dropout (by default) with KerasTuner, "
+        "starting from the recipe's own values. Run the same command again to resume.",
+    )
+    searching.add_argument("recipe",
+                           help="a recipe name from `kzoo list --recipes`, or a YAML path")
+    searching.add_argument("--algorithm", choices=("random", "hyperband", "bayesian"),
+                           default="random")
+    searching.add_argument("--max-trials", type=int, metavar="N",
+                           help="trials to run (default 10; Hyperband: no cap)")
+    searching.add_argument("--epochs", type=int, metavar="N",
+                           help="epochs a trial trains (Hyperband: the most); default the recipe's")
+    searching.add_argument("--search", action="append", metavar="NAME=SPEC",
+                           help="where to search NAME: MIN:MAX[:STEP][:log], V1,V2,... or off; "
+                           "e.g. learning_rate=1e-4:1e-1:log (repeatable; overrides the recipe's "
+                           "search section)")
+    searching.add_argument("--directory", default="tuning", help="where searches live (default "
+                           "tuning/)")
+    searching.add_argument("--project", help="the search's folder name (default RECIPE-ALGORITHM)")
+    searching.add_argument("--overwrite", action="store_true",
+                           help="start afresh instead of resuming the search in its folder")
+    searching.add_argument("--retrain-best", action="store_true",
+                           help="then train the best settings on train+validation into a run dir")
+    searching.add_argument("--max-failures", type=int, default=3, metavar="N",
+                           help="stop after N failed trials in a row (default 3)")
+    searching.add_argument("--data-dir", help="folder holding the data (mnist.npz, cifar10/...)")
+    role = searching.add_mutually_exclusive_group()
+    role.add_argument("--chief", metavar="HOST:PORT",
+                      help="serve the search to workers, listening on HOST:PORT")
+    role.add_argument("--worker", metavar="HOST:PORT",
+                      help="run trials for the chief at HOST:PORT")
+    searching.add_argument("--tuner-id", help="a worker's name (default worker-HOST-PID); reuse "
+                           "it when restarting a worker so it takes up its unfinished trial")
+    searching.add_argument("--quiet", action="store_true",
+                           help="one line per epoch, no progress bars")
+    searching.set_defaults(run=_tune)
     return parser
 
 

@@ -233,13 +233,15 @@ def image_folder_arrays(
     channels: int = 3,
     validation_split: float = 0.1,
     seed: int = 0,
+    center_crop: float | None = None,
 ) -> tuple[dict[str, LabelledImages], list[str], list[Skipped]]:
     """The decoded splits of a class-per-folder tree, its class names, and the skipped files.
 
     The tree holds ``train/`` with ``val/`` (or ``validation/``) and/or ``test/``, or the class
     folders directly; without a validation folder a seeded validation split is carved from the
     training images. Without a test folder the validation split doubles as the test split.
-    Every file is decoded here (see :mod:`kzoo.images`), so a bad one never stops an epoch.
+    Every file is decoded here (see :mod:`kzoo.images`; ``center_crop`` frames the images as
+    :func:`kzoo.images.crop_box` says), so a bad one never stops an epoch.
     """
     folder = Path(folder).expanduser()
     if not folder.is_dir():
@@ -271,17 +273,18 @@ def image_folder_arrays(
                 f"{str(train_dir)!r} lacks; every class needs training images"
             )
     size = tuple(int(s) for s in image_size)
-    train, skipped = read_labelled_folder(train_dir, class_names, size, channels)
+    read = lambda part: read_labelled_folder(part, class_names, size, channels, center_crop)  # noqa: E731
+    train, skipped = read(train_dir)
     split = {}
     if val_dir is not None:
         split["train"] = train
-        split["validation"], more = read_labelled_folder(val_dir, class_names, size, channels)
+        split["validation"], more = read(val_dir)
         skipped += more
     else:
         keep, held = _split_indices(len(train.labels), validation_split, seed)
         split["train"], split["validation"] = train.subset(keep), train.subset(held)
     if test_dir is not None:
-        split["test"], more = read_labelled_folder(test_dir, class_names, size, channels)
+        split["test"], more = read(test_dir)
         skipped += more
     else:
         split["test"] = split["validation"]

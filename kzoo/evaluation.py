@@ -68,7 +68,7 @@ def classification_metrics(truth, probabilities, class_names: list[str]) -> dict
     return {
         "accuracy": float((predicted == truth).mean()) if len(truth) else 0.0,
         "loss": float(losses.mean()) if len(truth) else 0.0,
-        "examples": int(len(truth)),
+        "examples": len(truth),
         "class_names": [str(name) for name in class_names],
         "confusion_matrix": matrix.tolist(),
         "per_class": per_class_metrics(matrix, class_names),

@@ -7,7 +7,8 @@ training starts, never in the middle of an epoch:
 - palette (GIF), grayscale, 16-bit, CMYK and alpha images become RGB (or grayscale);
   transparent pixels are laid on white, as a browser shows them on a white page;
 - huge JPEGs are decoded at a reduced scale (``Image.draft``), then every image is resized
-  (antialiased bilinear) to the model's input size, so a 1x1 and a 6000x4000 image both work;
+  (antialiased bilinear) to the model's input size, so a 1x1 and a 6000x4000 image both work,
+  either whole (squashed) or as a central crop without distortion (``center_crop``);
 - empty, truncated, corrupt and non-image files, and hidden files (``.DS_Store``, ``._x.jpg``,
   ``__MACOSX/``), are skipped, and each skip is a :class:`Skipped` with its reason, for the
   summary a run prints first.
@@ -18,10 +19,12 @@ training starts, never in the middle of an epoch:
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable, NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -91,11 +94,33 @@ def _to_mode(image: Image.Image, channels: int) -> Image.Image:
     return image.convert("RGB" if channels == 3 else "L")
 
 
+def crop_box(width: int, height: int, size: tuple[int, int], center_crop: float | None):
+    """The region of a ``width`` x ``height`` image that is resized to ``size`` = (height,
+    width): all of it (``center_crop=None``: squashed), or the central ``center_crop`` fraction
+    of the largest centred region with the target's aspect ratio (no distortion; 0.875 is the
+    classic ImageNet evaluation framing).
+    """
+    if center_crop is None:
+        return (0.0, 0.0, float(width), float(height))
+    if not 0 < center_crop <= 1:
+        raise KzooError(f"center_crop={center_crop!r} is invalid; expected a fraction in (0, 1] "
+                        "or None (squash the whole image)")
+    aspect = size[1] / size[0]
+    box_w, box_h = (height * aspect, float(height)) if width / height > aspect else (float(width), width / aspect)
+    box_w, box_h = box_w * center_crop, box_h * center_crop
+    left, top = (width - box_w) / 2, (height - box_h) / 2
+    return (left, top, left + box_w, top + box_h)
+
+
 def read_image(
-    path: str | os.PathLike, size: tuple[int, int] | None = None, channels: int = 3
+    path: str | os.PathLike,
+    size: tuple[int, int] | None = None,
+    channels: int = 3,
+    center_crop: float | None = None,
 ) -> np.ndarray:
     """An image file as a uint8 array ``(height, width, channels)``, upright, resized to
-    ``size`` = (height, width) if given. Raises :class:`UnreadableImage` with the reason.
+    ``size`` = (height, width) if given, framed as :func:`crop_box` says. Raises
+    :class:`UnreadableImage` with the reason.
     """
     if channels not in (1, 3):
         raise KzooError(f"channels={channels!r} is invalid; expected 1 (grayscale) or 3 (RGB)")
@@ -105,8 +130,8 @@ def read_image(
             raise UnreadableImage("empty file (0 bytes)")
         with Image.open(path) as image:
             if size is not None and image.format == "JPEG":
-                side = max(size)  # decode big JPEGs at a reduced scale, still >= size
-                image.draft(image.mode, (side, side))
+                side = math.ceil(max(size) / (center_crop or 1.0))
+                image.draft(image.mode, (side, side))  # decode big JPEGs at a reduced scale
             image.load()
             image = _to_mode(ImageOps.exif_transpose(image), channels)
     except UnreadableImage:
@@ -123,14 +148,15 @@ def read_image(
         raise UnreadableImage(f"corrupt, truncated or unsupported ({error})") from None
     if size is not None:
         height, width = int(size[0]), int(size[1])
-        if image.size != (width, height):
-            image = image.resize((width, height), Image.Resampling.BILINEAR)
+        box = crop_box(image.width, image.height, (height, width), center_crop)
+        if image.size != (width, height) or box != (0.0, 0.0, width, height):
+            image = image.resize((width, height), Image.Resampling.BILINEAR, box=box)
     return np.asarray(image, dtype=np.uint8).reshape(image.height, image.width, channels)
 
 
-def _try_read(path, size, channels):
+def _try_read(path, size, channels, center_crop):
     try:
-        return read_image(path, size, channels), None
+        return read_image(path, size, channels, center_crop), None
     except UnreadableImage as error:
         return None, Skipped(str(path), str(error))
 
@@ -139,9 +165,11 @@ def read_images(
     paths: Sequence[str | os.PathLike],
     size: tuple[int, int],
     channels: int = 3,
+    center_crop: float | None = None,
     workers: int | None = None,
 ) -> tuple[np.ndarray, list[int], list[Skipped]]:
-    """Decode ``paths`` (in threads) into one uint8 array ``(n, height, width, channels)``.
+    """Decode ``paths`` (in threads) into one uint8 array ``(n, height, width, channels)``,
+    each image framed as :func:`crop_box` says.
 
     Returns the array of the images that decoded, their indices in ``paths``, and the files
     skipped with their reasons.
@@ -149,7 +177,8 @@ def read_images(
     height, width = int(size[0]), int(size[1])
     workers = workers or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(lambda p: _try_read(p, (height, width), channels), paths))
+        results = list(pool.map(lambda p: _try_read(p, (height, width), channels, center_crop),
+                                paths))
     kept = [index for index, (pixels, _) in enumerate(results) if pixels is not None]
     images = np.empty((len(kept), height, width, channels), dtype=np.uint8)
     for row, index in enumerate(kept):
@@ -189,7 +218,7 @@ class LabelledImages(NamedTuple):
     labels: np.ndarray  # int32 (n,)
     paths: list[str]
 
-    def subset(self, index: Sequence[int]) -> "LabelledImages":
+    def subset(self, index: Sequence[int]) -> LabelledImages:
         index = np.asarray(index, dtype=np.int64)
         return LabelledImages(self.images[index], self.labels[index],
                               [self.paths[i] for i in index])
@@ -205,6 +234,7 @@ def read_labelled_folder(
     class_names: Sequence[str],
     size: tuple[int, int],
     channels: int = 3,
+    center_crop: float | None = None,
 ) -> tuple[LabelledImages, list[Skipped]]:
     """Decode ``folder/<class>/...`` for each class in ``class_names`` (label = its index).
 
@@ -219,7 +249,7 @@ def read_labelled_folder(
         paths += files
         labels += [index] * len(files)
         skipped += passed_over
-    images, kept, unreadable = read_images(paths, size, channels)
+    images, kept, unreadable = read_images(paths, size, channels, center_crop)
     skipped += unreadable
     labels = np.asarray(labels, dtype=np.int32)[kept]
     counts = np.bincount(labels, minlength=len(class_names))

@@ -2,7 +2,8 @@
 
 A recipe names the model and its options, the dataset, the augmentation preset, the optimizer
 (with an optional learning-rate schedule), the loss, batch size, epochs, seed, and the accuracy
-it is expected to reach; a fine-tuning recipe adds a ``finetune:`` section (:class:`FineTune`).
+it is expected to reach; a fine-tuning recipe adds a ``finetune:`` section (:class:`FineTune`),
+and any recipe may add a ``search:`` section, where ``kzoo tune`` looks (:class:`SearchRange`).
 Unknown keys and wrong types are errors naming the file and the key.
 """
 
@@ -27,6 +28,7 @@ SCHEDULES = {
     "step": {"every_epochs": (int, 5), "factor": (float, 0.5)},
 }
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
+SAMPLINGS = ("linear", "log", "reverse_log")
 
 
 @dataclass(frozen=True)
@@ -44,25 +46,89 @@ class Optimizer:
 class FineTune:
     """The ``finetune:`` section: transfer learning in two phases, as fastai's ``fine_tune``.
 
-    Phase one trains the new head on the frozen backbone (kept in inference mode) for
+    Phase one trains the new head on the frozen backbone (in inference mode) for
     ``head_epochs`` at ``head_learning_rate``, on cached backbone features where that is faster
-    (``cache_features``: ``auto``, ``true``, ``false``; ``feature_views`` augmented copies of
-    the training images are cached). Phase two unfreezes the top ``unfreeze`` fraction of the
-    backbone's layers (0: none, 1: all; BatchNorm layers stay frozen unless
-    ``train_batchnorm``) and trains for the recipe's ``epochs`` with its ``optimizer``.
+    (``cache_features``: ``auto``, ``true``, ``false``; ``feature_views`` copies of the
+    training images are cached: the first plain, the others augmented). Phase two unfreezes the top ``unfreeze`` fraction of the
+    backbone's layers (0: none, 1: all; BatchNorm layers stay frozen, in inference mode) and
+    trains for the recipe's ``epochs`` with its ``optimizer``.
     ``discriminative_lr`` < 1 gives lower layers lower learning rates, falling geometrically
     to that fraction of the rate at the lowest unfrozen layer; ``lr_multipliers`` maps
-    variable-path patterns (``"block_16_*"``) to explicit multipliers.
+    variable-path patterns (``"block_16_*"``) to explicit multipliers. ``center_crop`` frames
+    every image, in training and prediction alike: the central fraction of it that is kept,
+    without distortion (0.875, the classic ImageNet framing), or ``null`` for the whole image,
+    squashed to the input size.
     """
 
-    head_epochs: int = 10
+    head_epochs: int = 30
     head_learning_rate: float = 1e-3
-    unfreeze: float = 0.3
+    unfreeze: float = 0.15
     discriminative_lr: float = 1.0
     lr_multipliers: dict[str, float] = field(default_factory=dict)
-    train_batchnorm: bool = False
     cache_features: bool | str = "auto"
-    feature_views: int = 3
+    feature_views: int = 1
+    center_crop: float | None = 0.875
+
+
+@dataclass(frozen=True)
+class SearchRange:
+    """One entry of the ``search:`` section: where ``kzoo tune`` looks for one hyperparameter.
+
+    Either a range, ``min`` and ``max`` with an optional ``step`` and ``sampling`` (``linear``,
+    ``log``: even on a log scale, ``reverse_log``), or a list of ``values``. In YAML::
+
+        search:
+          learning_rate: {min: 1.0e-4, max: 0.1, sampling: log}
+          batch_size: {values: [32, 128, 2000]}
+          dropout: {min: 0.0, max: 0.6, step: 0.1}
+          momentum: false          # not searched: keep the recipe's value
+
+    Fields left out (``None``) come from kzoo's default range for that hyperparameter, so
+    ``learning_rate: {max: 1.0}`` only widens it (see :func:`kzoo.tuning.search_space`). With
+    ``sampling: log`` a ``step`` multiplies (``{min: 16, max: 1024, step: 2}``: powers of two).
+    """
+
+    min: float | None = None
+    max: float | None = None
+    step: float | None = None
+    sampling: str | None = None
+    values: tuple[Any, ...] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The YAML mapping of this entry, unset fields left out."""
+        data = {key: getattr(self, key) for key in _SEARCH_KEYS if getattr(self, key) is not None}
+        if "values" in data:
+            data["values"] = list(data["values"])
+        return data
+
+    def validated(self, where: str) -> SearchRange:
+        """This entry, checked for an empty or inverted range and a misfit step or sampling."""
+        low, high, step, sampling = self.min, self.max, self.step, self.sampling
+        if low is not None and high is not None and low >= high:
+            problem = "empty" if low == high else "inverted"
+            raise KzooError(
+                f"{where}: the range min={low!r}, max={high!r} is {problem}; expected min < max "
+                f"(to keep one value, write values: [{low!r}])"
+            )
+        if sampling is not None and sampling not in SAMPLINGS:
+            raise KzooError(
+                f"{where}: sampling {sampling!r} is unknown; expected one of {', '.join(SAMPLINGS)}"
+            )
+        logarithmic = sampling in ("log", "reverse_log")
+        if logarithmic and low is not None and low <= 0:
+            raise KzooError(
+                f"{where}: sampling {sampling!r} needs min > 0, got min={low!r}; raise min or use "
+                "sampling: linear"
+            )
+        if step is not None and (step <= 1 if logarithmic else step <= 0):
+            expected = "> 1 (with log sampling a step multiplies)" if logarithmic else "> 0"
+            raise KzooError(f"{where}: step={step!r}; expected {expected}")
+        if step is not None and not logarithmic and None not in (low, high) and step > high - low:
+            raise KzooError(
+                f"{where}: step={step!r} is wider than the range {low!r}..{high!r}; expected a "
+                "step <= max - min"
+            )
+        return self
 
 
 @dataclass(frozen=True)
@@ -84,6 +150,7 @@ class Recipe:
     expected_accuracy: float | None = None
     reference: str = ""
     finetune: FineTune | None = None
+    search: dict[str, SearchRange | None] = field(default_factory=dict)  # None: not searched
 
     def with_overrides(self, **overrides: Any) -> "Recipe":
         """A copy with the given values changed; ``None`` values are ignored.
@@ -115,6 +182,8 @@ class Recipe:
         schedule = {"name": optimizer.pop("schedule"), **optimizer.pop("schedule_options")}
         if schedule["name"] != "constant":
             optimizer["schedule"] = schedule
+        data["search"] = {name: entry.to_dict() if entry is not None else False
+                          for name, entry in self.search.items()} or None
         return {key: value for key, value in data.items() if value is not None}
 
 
@@ -133,6 +202,7 @@ _FIELD_TYPES = {
     "expected_accuracy": float,
     "reference": str,
     "finetune": dict,
+    "search": dict,
 }
 _FINETUNE_TYPES = {
     "head_epochs": int,
@@ -140,9 +210,9 @@ _FINETUNE_TYPES = {
     "unfreeze": float,
     "discriminative_lr": float,
     "lr_multipliers": dict,
-    "train_batchnorm": bool,
     "cache_features": bool,  # or "auto"
     "feature_views": int,
+    "center_crop": float,  # or null
 }
 _OPTIMIZER_TYPES = {"name": str, "learning_rate": float, "momentum": float, "schedule": dict}
 _RANGES = {  # key: (lowest, highest); None is unbounded
@@ -156,8 +226,9 @@ _RANGES = {  # key: (lowest, highest); None is unbounded
     "unfreeze": (0.0, 1.0),
     "discriminative_lr": (0.0, 1.0),
     "feature_views": (1, None),
+    "center_crop": (0.0, 1.0),
 }
-_POSITIVE = {"learning_rate", "head_learning_rate", "discriminative_lr"}
+_POSITIVE = {"learning_rate", "head_learning_rate", "discriminative_lr", "center_crop"}
 
 
 def _type_ok(value: Any, expected: type) -> bool:
@@ -235,7 +306,7 @@ def _parse_finetune(data: dict[str, Any], source: str) -> FineTune:
     for key, value in data.items():
         if key not in _FINETUNE_TYPES:
             raise _unknown_key(key, _FINETUNE_TYPES, where)
-        checked = key == "cache_features"  # true, false or "auto": checked below
+        checked = key == "cache_features" or (key == "center_crop" and value is None)
         values[key] = value if checked else _check_value(key, value, _FINETUNE_TYPES[key], where)
     if values.get("cache_features", "auto") not in (True, False, "auto"):
         raise KzooError(
@@ -253,6 +324,105 @@ def _parse_finetune(data: dict[str, Any], source: str) -> FineTune:
     return FineTune(**values)
 
 
+_SEARCH_KEYS = ("min", "max", "step", "sampling", "values")
+
+
+def _search_scalar(value: Any) -> Any:
+    """A number written as ``1e-4`` reads as a string in YAML 1.1 (PyYAML); read it as a number."""
+    if isinstance(value, str):
+        for kind in (int, float):
+            try:
+                return kind(value)
+            except ValueError:
+                pass
+    return value
+
+
+def parse_search_entry(name: str, data: Any, source: str) -> SearchRange | None:
+    """One ``search:`` entry, from YAML (a mapping, or ``false``: not searched), from Python (a
+    :class:`SearchRange`) or from the command line (see :func:`parse_search_option`)."""
+    where = f"{source} [search {name}]"
+    if data is False or data is None or (isinstance(data, str) and data.lower() == "off"):
+        return None
+    if isinstance(data, SearchRange):
+        data = data.to_dict()
+    if isinstance(data, str):
+        data = _search_text_to_mapping(data, where)
+    if not isinstance(data, dict):
+        raise KzooError(
+            f"{where}: {data!r} is not a search entry; expected a mapping such as "
+            "{min: 0.0001, max: 0.1, sampling: log} or {values: [32, 128]}, or false to keep the "
+            "recipe's value"
+        )
+    for key in data:
+        if key not in _SEARCH_KEYS:
+            raise _unknown_key(key, _SEARCH_KEYS, where)
+    if "values" in data:
+        if len(data) > 1:
+            raise KzooError(
+                f"{where}: give either values or a range (min, max, step, sampling), not both "
+                f"(got {', '.join(sorted(data))})"
+            )
+        values = data["values"]
+        if not isinstance(values, (list, tuple)) or not values:
+            raise KzooError(f"{where}: values {values!r} is empty; expected a non-empty list, "
+                            "e.g. values: [32, 128, 2000]")
+        values = tuple(_search_scalar(value) for value in values)
+        kinds = {"number" if _type_ok(v, float) else type(v).__name__ for v in values}
+        if len(kinds) > 1 or not kinds <= {"number", "str", "bool"}:
+            raise KzooError(f"{where}: values {list(values)!r} mix kinds; expected all numbers, "
+                            "all strings or all true/false")
+        if len(set(values)) < len(values):
+            raise KzooError(f"{where}: values {list(values)!r} repeat a value; list each once")
+        return SearchRange(values=values)
+    numbers = {}
+    for key in ("min", "max", "step"):
+        if key in data:
+            value = _search_scalar(data[key])
+            if not _type_ok(value, float):
+                raise KzooError(f"{where}: {key} must be a number, got {data[key]!r}")
+            numbers[key] = value
+    sampling = data.get("sampling")
+    return SearchRange(sampling=sampling, **numbers).validated(where)
+
+
+def _search_text_to_mapping(text: str, where: str) -> dict[str, Any]:
+    """``MIN:MAX[:STEP][:SAMPLING]`` or ``V1,V2,...`` as the mapping YAML would give."""
+    parts = [part.strip() for part in text.split(":")]
+    if len(parts) == 1:
+        words = {"true": True, "false": False}
+        return {"values": [words.get(value.strip().lower(), _search_scalar(value.strip()))
+                           for value in text.split(",")]}
+    if len(parts) > 4 or "" in parts[:2]:
+        raise KzooError(
+            f"{where}: {text!r} is not a range; expected MIN:MAX[:STEP][:SAMPLING] (e.g. "
+            "1e-4:1e-1:log or 0:0.6:0.1), a list V1,V2,... or off"
+        )
+    data: dict[str, Any] = {"min": parts[0], "max": parts[1]}
+    for part in parts[2:]:
+        data["sampling" if part in SAMPLINGS else "step"] = part
+    return data
+
+
+def parse_search_option(text: str) -> tuple[str, SearchRange | None]:
+    """A ``--search NAME=SPEC`` option: ``learning_rate=1e-4:1e-1:log``, ``dropout=0:0.6:0.1``,
+    ``batch_size=32,128,2000`` or ``momentum=off`` (not searched)."""
+    name, equals, spec = text.partition("=")
+    if not equals or not name.strip() or not spec.strip():
+        raise KzooError(
+            f"--search {text!r} is not NAME=SPEC; expected e.g. learning_rate=1e-4:1e-1:log, "
+            "batch_size=32,128,2000 or dropout=off"
+        )
+    return name.strip(), parse_search_entry(name.strip(), spec.strip(), "command line")
+
+
+def _parse_search(data: dict[str, Any], source: str) -> dict[str, SearchRange | None]:
+    for name in data:
+        if not isinstance(name, str):
+            raise KzooError(f"{source} [search]: {name!r} is not a hyperparameter name")
+    return {name: parse_search_entry(name, entry, source) for name, entry in data.items()}
+
+
 def recipe_from_dict(name: str, data: Any, source: str) -> Recipe:
     """Validate a mapping (as read from YAML) into a :class:`Recipe`."""
     if not isinstance(data, dict):
@@ -265,6 +435,8 @@ def recipe_from_dict(name: str, data: Any, source: str) -> Recipe:
         values["optimizer"] = _parse_optimizer(values["optimizer"], source)
     if "finetune" in values:
         values["finetune"] = _parse_finetune(values["finetune"], source)
+    if "search" in values:
+        values["search"] = _parse_search(values["search"], source)
     return Recipe(name=name, **values)
 
 

@@ -8,6 +8,7 @@ in ``logs/`` and, while training, a ``backup/`` that ``resume=True`` continues f
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -98,6 +99,13 @@ def build_for(recipe: Recipe, splits: Splits) -> keras.Model:
             f"{splits.input_shape}; set model_kwargs.input_shape to match the data"
         )
     return model
+
+
+def with_validation_in_train(splits: Splits) -> Splits:
+    """The splits with the validation examples added to the training ones."""
+    sizes = {**splits.sizes, "train": splits.sizes["train"] + splits.sizes["validation"]}
+    return dataclasses.replace(splits, train=splits.train.concatenate(splits.validation),
+                               sizes=sizes)
 
 
 def load_splits(recipe: Recipe, data_dir: str | os.PathLike | None = None) -> Splits:
@@ -224,8 +232,13 @@ def train(
     run_dir: str | os.PathLike | None = None,
     resume: bool = False,
     verbose: str | int = "auto",
+    train_on_validation: bool = False,
 ) -> TrainResult:
     """Train a recipe (a name from ``zoo_configs/``, a YAML path, or a :class:`Recipe`).
+
+    ``train_on_validation`` trains on the training and validation splits together, with nothing
+    held out but the test split: the final fit of settings already chosen (``kzoo tune
+    --retrain-best``).
 
     >>> model, history, metrics, run_dir = kzoo.train("lenet5_mnist", epochs=1)
     """
@@ -233,13 +246,23 @@ def train(
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, dropout=dropout,
         seed=seed,
     )
+    if recipe.finetune is not None:  # a transfer-learning recipe: two phases, see finetune.py
+        if resume:
+            raise KzooError(f"recipe {recipe.name!r} fine-tunes, and fine-tuning runs cannot be "
+                            "resumed; start a new run")
+        from kzoo.finetune import fine_tune
+
+        return fine_tune(recipe=recipe, data_dir=data_dir, run_dir=run_dir, verbose=verbose)
     run_dir = prepare_run_dir(recipe, run_dir, resume)
     _seed_everything(recipe.seed)
     splits = load_splits(recipe, data_dir)
+    if train_on_validation:
+        splits = with_validation_in_train(splits)
     model = build_for(recipe, splits)
     train_data = make_pipeline(splits.train, recipe.batch_size, shuffle_seed=recipe.seed,
                                augment=augmentation(recipe.augmentation, seed=recipe.seed))
-    validation_data = make_pipeline(splits.validation, recipe.batch_size)
+    validation_data = None if train_on_validation else make_pipeline(splits.validation,
+                                                                      recipe.batch_size)
     steps_per_epoch = math.ceil(splits.sizes["train"] / recipe.batch_size)
     model.compile(
         optimizer=make_optimizer(recipe.optimizer, steps_per_epoch, recipe.epochs),
@@ -253,7 +276,8 @@ def train(
     callbacks = [
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.CSVLogger(str(history_csv), append=True),
-        keras.callbacks.BackupAndRestore(str(backup_dir)),
+        # Two checkpoints: a run killed while writing one resumes from the other.
+        keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True),
         keep_good,
         keras.callbacks.TensorBoard(str(run_dir / "logs"), profile_batch=0),
     ]
@@ -303,7 +327,9 @@ def _read_history(history_csv: Path) -> dict[str, list[float]]:
         return {}
     with history_csv.open() as handle:
         rows = list(csv.DictReader(handle))
-    return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
+    # CSVLogger writes NA in the val_ columns of a fit without validation data.
+    return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})
+            if not any(row[key] == "NA" for row in rows)}
 
 
 def evaluate_run(model: keras.Model, recipe: Recipe, splits: Splits, run_dir: Path) -> dict[str, Any]:

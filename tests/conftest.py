@@ -103,6 +103,7 @@ def run_cli(*args: str, cwd: Path, timeout: float = 240, **env: str) -> subproce
     return subprocess.run(
         [sys.executable, "-m", "kzoo", *map(str, args)],
         cwd=cwd, env=cli_env(**env), capture_output=True, text=True, timeout=timeout,
+        check=False,
     )
 
 

@@ -21,11 +21,16 @@ def no_local_weight_caches(monkeypatch, tmp_path):
 
 
 def write_backbone_weights(application, path, **kwargs):
-    """Save a backbone's weights, set to known random values, and return them."""
+    """Save a backbone's weights, moved away from any init to known values, and return them."""
     keras.utils.set_random_seed(1)
     backbone = application(include_top=False, weights=None, input_shape=SHAPE, **kwargs)
     rng = np.random.default_rng(1)
-    values = [rng.normal(0, 0.05, w.shape).astype("float32") for w in backbone.get_weights()]
+    values = []
+    for variable in backbone.weights:
+        value = np.asarray(variable) + rng.normal(0, 0.02, variable.shape).astype("float32")
+        if "moving_variance" in variable.path:
+            value = np.abs(value) + 0.5  # a variance stays positive
+        values.append(value)
     backbone.set_weights(values)
     backbone.save_weights(path)
     return values
@@ -43,17 +48,32 @@ def test_local_weights_file_loads_into_the_backbone(name, application, kwargs, t
     saved = write_backbone_weights(application, path, **kwargs)
     keras.utils.set_random_seed(2)  # a different init, so equality means the file was read
     model = kzoo.build(name, weights=str(path), input_shape=SHAPE, num_classes=2, **kwargs)
-    backbone = model.get_layer("backbone")
-    loaded = backbone.get_weights()
+    loaded = model.get_layer("backbone").get_weights()
     assert len(loaded) == len(saved)
     for got, want in zip(loaded, saved):
         np.testing.assert_array_equal(got, want)
     assert model.output_shape == (None, 2)
-    # With pretrained weights the backbone runs in inference mode, so its BatchNorm statistics
-    # do not move: a forward pass in training mode equals one in inference mode.
-    batch = np.random.default_rng(0).integers(0, 256, (2, *SHAPE)).astype("float32")
+
+
+def test_pretrained_backbone_stays_in_inference_mode_while_training(tmp_path):
+    """The BatchNorm trap: training the model must neither normalise with batch statistics nor
+    move the backbone's pretrained moving mean and variance."""
+    path = tmp_path / "w.weights.h5"
+    write_backbone_weights(keras.applications.MobileNetV2, path, alpha=0.35)
+    model = kzoo.build("mobilenet_v2", weights=str(path), alpha=0.35, input_shape=SHAPE,
+                       num_classes=2)
+    batch = np.random.default_rng(0).integers(0, 256, (4, *SHAPE)).astype("float32")
     np.testing.assert_allclose(np.asarray(model(batch, training=True)),
                                np.asarray(model(batch, training=False)), rtol=1e-5, atol=1e-6)
+    statistics = [v for v in model.get_layer("backbone").weights if "moving_" in v.path]
+    assert statistics
+    before = [np.asarray(v).copy() for v in statistics]
+    head_before = np.asarray(model.get_layer("predictions").kernel).copy()
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+    model.train_on_batch(batch, np.array([0, 1, 0, 1]))
+    for variable, value in zip(statistics, before):
+        np.testing.assert_array_equal(np.asarray(variable), value)
+    assert not np.array_equal(np.asarray(model.get_layer("predictions").kernel), head_before)
 
 
 def test_missing_weights_file_is_named(tmp_path):

@@ -34,6 +34,25 @@ def light(name: str, **extra):
     return options
 
 
+_BUILT: dict[tuple, keras.Model] = {}
+
+
+def built(name: str, **extra) -> keras.Model:
+    """``kzoo.build(name, **light(name, **extra))``, built once and shared by the tests that only
+    read the model (the training test builds its own)."""
+    options = light(name, **extra)
+    key = (name, tuple(sorted(options.items())))
+    if key not in _BUILT:
+        _BUILT[key] = kzoo.build(name, **options)
+    return _BUILT[key]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def forget_built_models():
+    yield
+    _BUILT.clear()
+
+
 def sample_batch(model: keras.Model, count: int = 4, seed: int = 0) -> np.ndarray:
     """Raw inputs of the model's shape: 0-255 pixels for images, bits for the logic gate."""
     rng = np.random.default_rng(seed)
@@ -46,7 +65,7 @@ def sample_batch(model: keras.Model, count: int = 4, seed: int = 0) -> np.ndarra
 @pytest.mark.parametrize("name", MODELS)
 def test_build_gives_a_model_with_the_spec_defaults(name):
     spec = get_spec(name)
-    model = kzoo.build(name, **light(name))
+    model = built(name)
     assert isinstance(model, keras.Model)
     expected_input = light(name).get("input_shape", spec.input_shape)
     assert tuple(model.input_shape[1:]) == tuple(expected_input)
@@ -56,7 +75,7 @@ def test_build_gives_a_model_with_the_spec_defaults(name):
 @pytest.mark.parametrize("name", MODELS)
 def test_forward_pass_has_one_output_per_class(name):
     spec = get_spec(name)
-    model = kzoo.build(name, **light(name))
+    model = built(name)
     outputs = np.asarray(model(sample_batch(model), training=False))
     classes = spec.num_classes if spec.num_classes is not None else 1  # logic_gate: one sigmoid
     assert outputs.shape == (4, classes)
@@ -71,17 +90,15 @@ def test_forward_pass_has_one_output_per_class(name):
 def test_num_classes_changes_the_output(name):
     if "num_classes" not in get_spec(name).options:
         pytest.skip(f"{name} has no num_classes option")
-    model = kzoo.build(name, **light(name, num_classes=3))
+    model = built(name, num_classes=3)
     outputs = np.asarray(model(sample_batch(model, count=2), training=False))
     assert outputs.shape == (2, 3)
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_save_and_reload_gives_the_same_outputs(name, tmp_path):
-    options = light(name)
-    if "num_classes" in get_spec(name).options:
-        options["num_classes"] = 3  # a small head: quicker to save
-    model = kzoo.build(name, **options)
+    small_head = {"num_classes": 3} if "num_classes" in get_spec(name).options else {}
+    model = built(name, **small_head)  # a small head: quicker to save
     path = tmp_path / f"{name}.keras"
     model.save(path)
     reloaded = kzoo.load_model(str(path))
@@ -134,7 +151,7 @@ def first_computing_layer(model: keras.Model) -> keras.layers.Layer:
 def test_image_models_take_raw_pixels(name):
     """The first layer after the input (the model's own or its backbone's) maps raw 0-255
     pixels to the range the network expects."""
-    model = kzoo.build(name, **light(name))
+    model = built(name)
     first = first_computing_layer(model)
     pixels = np.linspace(0, 255, 3 * 4 * 4).reshape(1, 4, 4, 3).astype("float32")
     pixels = pixels[..., : model.input_shape[-1]]

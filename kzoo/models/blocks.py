@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 from keras import layers
@@ -88,22 +88,28 @@ def pad_to(x, side: int):
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
-class ClassNames(layers.Identity):
-    """An identity layer closing a classifier: its config carries the class names, so a saved
-    ``.keras`` file says what its outputs mean (see :func:`class_names_of`).
+class ClassifierInfo(layers.Identity):
+    """An identity layer closing a classifier, whose config carries what using the saved model
+    needs: the class names, and how an image is framed before it is resized to the input
+    (``center_crop``: the central fraction kept, without distortion; ``None``: the whole image,
+    squashed). See :func:`classifier_info`.
     """
 
-    def __init__(self, class_names: Sequence[str], **kwargs):
+    def __init__(self, class_names: Sequence[str], center_crop: float | None = None, **kwargs):
         super().__init__(**kwargs)
         self.class_names = [str(name) for name in class_names]
+        self.center_crop = None if center_crop is None else float(center_crop)
 
     def get_config(self):
-        return {**super().get_config(), "class_names": self.class_names}
+        return {**super().get_config(), "class_names": self.class_names,
+                "center_crop": self.center_crop}
 
 
-def with_class_names(model: keras.Model, class_names: Sequence[str]) -> keras.Model:
+def with_classifier_info(
+    model: keras.Model, class_names: Sequence[str], center_crop: float | None = None
+) -> keras.Model:
     """``model`` (a classifier over ``len(class_names)`` classes) ending in a
-    :class:`ClassNames` layer; the layers, and their weights, are shared.
+    :class:`ClassifierInfo` layer; the layers, and their weights, are shared.
     """
     names = [str(name) for name in class_names]
     if model.output_shape[-1] != len(names):
@@ -111,11 +117,21 @@ def with_class_names(model: keras.Model, class_names: Sequence[str]) -> keras.Mo
             f"model {model.name!r} has {model.output_shape[-1]} outputs but {len(names)} class "
             f"names were given ({', '.join(names)}); expected one name per output"
         )
-    outputs = ClassNames(names, name="class_names")(model.outputs[0])
-    return keras.Model(model.inputs, outputs, name=model.name)
+    info = ClassifierInfo(names, center_crop, name="classifier_info")
+    return keras.Model(model.input, info(model.output), name=model.name)
+
+
+def classifier_info(model: keras.Model) -> dict | None:
+    """``{"class_names": [...], "center_crop": ...}`` of a model closed by a
+    :class:`ClassifierInfo` layer; ``None`` for any other model.
+    """
+    found = [layer for layer in model.layers if isinstance(layer, ClassifierInfo)]
+    if not found:
+        return None
+    return {"class_names": list(found[-1].class_names), "center_crop": found[-1].center_crop}
 
 
 def class_names_of(model: keras.Model) -> list[str] | None:
-    """The class names a model carries in its :class:`ClassNames` layer, if it has one."""
-    found = [layer for layer in model.layers if isinstance(layer, ClassNames)]
-    return list(found[-1].class_names) if found else None
+    """The class names a model carries in its :class:`ClassifierInfo` layer, if it has one."""
+    info = classifier_info(model)
+    return info["class_names"] if info else None

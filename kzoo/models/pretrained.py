@@ -2,8 +2,8 @@
 
 The backbone sits inside the model as one layer named ``backbone``, after the preprocessing it
 was trained with, so the model takes raw 0-255 RGB pixels. With pretrained weights the backbone
-runs in inference mode (``training=False``), which keeps its BatchNorm statistics intact when it
-is later unfrozen for fine-tuning.
+runs in inference mode (``training=False``, and its BatchNormalization layers frozen), which
+keeps its BatchNorm statistics intact when it is later unfrozen for fine-tuning.
 """
 
 from __future__ import annotations
@@ -11,7 +11,13 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from kzoo.models.blocks import check_choice, check_image_shape, check_num_classes, check_rate, classifier_head
+from kzoo.models.blocks import (
+    check_choice,
+    check_image_shape,
+    check_num_classes,
+    check_rate,
+    classifier_head,
+)
 from kzoo.registry import register_model
 from kzoo.weights import load_application
 
@@ -33,6 +39,13 @@ def _with_head(name, backbone, preprocess, shape, num_classes, weights, dropout)
     inputs = keras.Input(shape=shape, name="pixels")
     pixels = preprocess(inputs) if preprocess is not None else inputs
     features = backbone(pixels, training=False if weights is not None else None)
+    if weights is not None:
+        # Keras 3 lets the outer model's training=True override the training=False above
+        # (keras-team/keras#20285); a BatchNormalization layer that is not trainable always runs
+        # in inference mode, so the pretrained statistics stay intact while the model trains.
+        for layer in backbone.layers:
+            if isinstance(layer, layers.BatchNormalization):
+                layer.trainable = False
     x = layers.GlobalAveragePooling2D(name="pool")(features)
     outputs = classifier_head(x, check_num_classes(num_classes), check_rate("dropout", dropout))
     return keras.Model(inputs, outputs, name=name)

@@ -1,0 +1,566 @@
+"""Transfer learning on a folder of images: ``fine_tune`` (the ``kzoo finetune`` command).
+
+"Don't be a hero": take a backbone pretrained on ImageNet and fine-tune it on your own small
+folder, in two phases, as fastai's ``fine_tune`` does:
+
+1. **head**: the new classifier head trains on the frozen backbone, which runs in inference
+   mode. Where that is faster (a CPU's usual case), the backbone's pooled features are computed
+   once, for ``feature_views`` copies of the training images (the first plain, the others
+   augmented), and the head trains on those in milliseconds an epoch.
+   Every image is framed the same way in training and prediction: the central ``center_crop``
+   of it, undistorted (0.875 by default), resized to the input size.
+2. **fine-tune**: the top ``unfreeze`` fraction of the backbone's layers is unfrozen and the
+   whole model trains with augmentation at the recipe's (lower) learning rate. The backbone's
+   BatchNorm layers stay frozen throughout, which in Keras 3 is what keeps them in inference
+   mode with their ImageNet statistics (the BatchNorm trap: the outer model's ``training=True``
+   overrides the backbone's ``training=False`` call, keras-team/keras#20285). Discriminative
+   (per-layer) learning rates, which Keras lacks, come from :func:`with_lr_multipliers`.
+
+The run directory holds ``model.keras`` (loads with ``safe_mode=True``; it carries its class
+names and image framing), ``class_names.json``, ``recipe.yaml``, ``history.csv``,
+``metrics.json``, ``confusion_matrix.csv``, ``predictions.csv`` (every validation image),
+``skipped.csv`` and ``report.html`` with its pictures in ``report/``.
+
+>>> result = kzoo.fine_tune("~/photos/ants_vs_bees", backbone="mobilenet_v2")
+>>> result.metrics["val_accuracy"]
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import fnmatch
+import json
+import math
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kzoo.augment import augmentation as make_augmentation
+from kzoo.datasets import data_dirs, find_image_folder, image_folder_arrays, labelled_dataset
+from kzoo.errors import KzooError
+from kzoo.evaluation import classification_metrics, format_confusion_matrix, format_per_class
+from kzoo.images import LabelledImages, Skipped, describe_skipped
+from kzoo.models.blocks import ClassifierInfo, with_classifier_info
+from kzoo.recipes import FineTune, Optimizer, Recipe, load_recipe
+from kzoo.registry import build, get_spec, list_models
+from kzoo.training import (
+    TrainResult,
+    _seed_everything,
+    _versions,
+    _write_json_atomically,
+    make_optimizer,
+    make_pipeline,
+    prepare_run_dir,
+)
+from kzoo.weights import search_weights_in
+
+DEFAULT_BACKBONE = "resnet50"
+LOSS = "sparse_categorical_crossentropy"
+_FROM_RECIPE: Any = object()  # ``weights`` not given: the recipe's (``imagenet`` by default)
+
+
+# --- the recipe ----------------------------------------------------------------------------------
+
+
+def default_recipe(folder: str | os.PathLike, backbone: str = DEFAULT_BACKBONE) -> Recipe:
+    """The settings ``fine_tune`` uses when no recipe is given: ImageNet weights, the
+    ``imagenet`` augmentation preset, Adam with a cosine schedule, two phases.
+    """
+    name = Path(folder).expanduser().resolve().name or "images"
+    return Recipe(
+        name=f"finetune-{name}",
+        model=backbone,
+        dataset=str(folder),
+        description=f"{backbone} pretrained on ImageNet, fine-tuned on {folder}",
+        model_kwargs={"weights": "imagenet"},
+        augmentation="imagenet",
+        optimizer=Optimizer(name="adam", learning_rate=3e-5, schedule="cosine"),
+        batch_size=32,
+        epochs=4,
+        validation_split=0.2,
+        finetune=FineTune(),
+    )
+
+
+def finetune_recipe(
+    folder: str | os.PathLike | None = None,
+    recipe: str | os.PathLike | Recipe | None = None,
+    *,
+    backbone: str | None = None,
+    weights: Any = _FROM_RECIPE,
+    image_size: int | Sequence[int] | None = None,
+    model_options: Mapping[str, Any] | None = None,
+    center_crop: Any = _FROM_RECIPE,
+    **overrides: Any,
+) -> Recipe:
+    """The recipe a fine-tuning run follows: ``recipe`` (or :func:`default_recipe`) with
+    ``folder`` as its data and the other arguments as overrides (``None`` leaves a value;
+    for ``weights`` and ``center_crop``, where ``None`` is a value, leaving them out does).
+    """
+    if recipe is None:
+        if folder is None:
+            raise KzooError("nothing to fine-tune on: pass an image FOLDER (one folder per class) "
+                            "or a recipe whose dataset is one")
+        base = default_recipe(folder, backbone or DEFAULT_BACKBONE)
+    else:
+        base = load_recipe(recipe)
+        if folder is not None:
+            base = dataclasses.replace(base, dataset=str(folder))
+    if base.finetune is None:
+        base = dataclasses.replace(base, finetune=FineTune())
+    kwargs = dict(base.model_kwargs)
+    if backbone is not None and backbone != base.model:
+        options = get_spec(backbone).options
+        kwargs = {key: value for key, value in kwargs.items() if key in options}
+        kwargs.setdefault("weights", "imagenet")
+        base = dataclasses.replace(base, model=backbone)
+    kwargs.update(model_options or {})
+    if weights is not _FROM_RECIPE:
+        kwargs["weights"] = None if weights is None else str(weights)
+    if image_size is not None:
+        side = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        kwargs["input_shape"] = [int(side[0]), int(side[1]), 3]
+    recipe = dataclasses.replace(base, model_kwargs=kwargs).with_overrides(**overrides)
+    if center_crop is None:  # squash whole images: a value, so not an override with_overrides takes
+        recipe = dataclasses.replace(recipe, finetune=dataclasses.replace(recipe.finetune,
+                                                                          center_crop=None))
+    elif center_crop is not _FROM_RECIPE:
+        recipe = recipe.with_overrides(center_crop=center_crop)
+    return recipe
+
+
+# --- freezing, unfreezing, learning rates ------------------------------------------------------
+
+
+def backbone_of(model: keras.Model) -> keras.Model:
+    """The pretrained backbone inside a zoo model (its layer named ``backbone``)."""
+    try:
+        return model.get_layer("backbone")
+    except ValueError:
+        choices = ", ".join(list_models(tag="pretrained"))
+        raise KzooError(
+            f"model {model.name!r} has no pretrained backbone to fine-tune; pick one of "
+            f"{choices} (`kzoo list --tag pretrained`)"
+        ) from None
+
+
+def unfreeze_top(model: keras.Model, fraction: float) -> list[keras.layers.Layer]:
+    """Make the top ``fraction`` of the backbone's weighted layers trainable, the rest and every
+    BatchNorm layer frozen (so it stays in inference mode), and return the unfrozen layers,
+    bottom first.
+    """
+    backbone = backbone_of(model)
+    weighted = [layer for layer in backbone.layers if layer.weights]
+    first = len(weighted) - round(len(weighted) * fraction)
+    backbone.trainable = fraction > 0
+    unfrozen = []
+    for index, layer in enumerate(weighted):
+        is_batchnorm = isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = index >= first and not is_batchnorm
+        if layer.trainable:
+            unfrozen.append(layer)
+    return unfrozen
+
+
+def discriminative_multipliers(layers: Sequence[keras.layers.Layer], lowest: float) -> dict[str, float]:
+    """Learning-rate multipliers falling geometrically from 1 at the top layer to ``lowest``
+    at the bottom one (``layers`` bottom first), keyed by layer name.
+    """
+    count = len(layers)
+    if count < 2 or lowest == 1.0:
+        return {}
+    return {layer.name: lowest ** ((count - 1 - index) / (count - 1)) for index, layer in enumerate(layers)}
+
+
+def multiplier_for(path: str, multipliers: Mapping[str, float]) -> float:
+    """The multiplier of the first pattern matching a variable's path (``"block_16_*"``) or its
+    layer name; 1 where none does.
+    """
+    layer = path.split("/")[0]
+    for pattern, value in multipliers.items():
+        if fnmatch.fnmatchcase(path, pattern) or fnmatch.fnmatchcase(layer, pattern):
+            return float(value)
+    return 1.0
+
+
+class LayerwiseLearningRates:
+    """Mixed into a Keras optimizer class: each variable's learning rate is multiplied by
+    :func:`multiplier_for` its path. Made by :func:`with_lr_multipliers`.
+    """
+
+    def __init__(self, *args, lr_multipliers: Mapping[str, float] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lr_multipliers = {str(k): float(v) for k, v in (lr_multipliers or {}).items()}
+        self._scales: tuple[float, ...] = ()
+
+    def build(self, variables):
+        super().build(variables)
+        self._scales = tuple(multiplier_for(v.path, self.lr_multipliers) for v in variables)
+
+    def update_step(self, gradient, variable, learning_rate):
+        scale = self._scales[self._get_variable_index(variable)]
+        if scale != 1.0:
+            learning_rate = learning_rate * scale
+        return super().update_step(gradient, variable, learning_rate)
+
+    def get_config(self):
+        return {**super().get_config(), "lr_multipliers": dict(self.lr_multipliers)}
+
+
+_LAYERWISE: dict[type, type] = {}
+
+
+def with_lr_multipliers(
+    optimizer: keras.optimizers.Optimizer, multipliers: Mapping[str, float]
+) -> keras.optimizers.Optimizer:
+    """A fresh copy of ``optimizer`` whose learning rate is scaled per variable: discriminative
+    learning rates, which Keras lacks. ``multipliers`` maps patterns of variable paths or layer
+    names to factors; unmatched variables keep the full rate.
+
+    >>> optimizer = with_lr_multipliers(keras.optimizers.Adam(1e-4), {"block_1*": 0.1})
+    """
+    base = type(optimizer)
+    if base not in _LAYERWISE:
+        _LAYERWISE[base] = type(f"Layerwise{base.__name__}", (LayerwiseLearningRates, base), {})
+    return _LAYERWISE[base].from_config({**optimizer.get_config(), "lr_multipliers": dict(multipliers)})
+
+
+# --- phase one: the head ----------------------------------------------------------------------
+
+
+def _pooled_features(model: keras.Model) -> keras.Model:
+    return keras.Model(model.inputs, model.get_layer("pool").output, name="features")
+
+
+def _head(model: keras.Model) -> keras.Model:
+    """The layers after the pooling, as a model on pooled features (weights shared)."""
+    names = [layer.name for layer in model.layers]
+    inputs = keras.Input(shape=model.get_layer("pool").output.shape[1:], name="features")
+    x = inputs
+    for layer in model.layers[names.index("pool") + 1:]:
+        if not isinstance(layer, ClassifierInfo):
+            x = layer(x)
+    return keras.Model(inputs, x, name="head")
+
+
+def _features(extractor, images: np.ndarray, batch_size: int, augment=None) -> np.ndarray:
+    dataset = tf.data.Dataset.from_tensor_slices(images).batch(batch_size)
+    dataset = dataset.map(lambda x: tf.cast(x, tf.float32))
+    if augment is not None:
+        dataset = dataset.map(lambda x: augment(x, training=True))
+    return extractor.predict(dataset.prefetch(tf.data.AUTOTUNE), verbose=0)
+
+
+def _should_cache(settings: FineTune, augment) -> tuple[bool, int]:
+    views = settings.feature_views if augment is not None else 1
+    if settings.cache_features == "auto":
+        # A view costs one forward pass over the images, as does an uncached epoch.
+        return views < settings.head_epochs, views
+    return bool(settings.cache_features), views
+
+
+def train_head(
+    model: keras.Model, train: LabelledImages, validation: LabelledImages, recipe: Recipe,
+    augment, verbose: str | int = "auto",
+) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Phase one: the head on the frozen backbone. Returns its history and timings."""
+    settings = recipe.finetune
+    backbone_of(model).trainable = False
+    timings: dict[str, float] = {}
+    if settings.head_epochs == 0:
+        return {}, timings
+    optimizer = keras.optimizers.Adam(settings.head_learning_rate)
+    cache, views = _should_cache(settings, augment)
+    if not cache:
+        model.compile(optimizer=optimizer, loss=LOSS, metrics=["accuracy"])
+        started = time.perf_counter()
+        history = model.fit(
+            make_pipeline(labelled_dataset(train), recipe.batch_size, shuffle_seed=recipe.seed,
+                          augment=augment),
+            validation_data=make_pipeline(labelled_dataset(validation), recipe.batch_size),
+            epochs=settings.head_epochs, verbose=verbose, shuffle=False,
+            callbacks=[keras.callbacks.TerminateOnNaN()],
+        )
+        timings["head_s"] = time.perf_counter() - started
+        return history.history, timings
+
+    started = time.perf_counter()
+    extractor = _pooled_features(model)
+    batch = recipe.batch_size
+    train_views = [_features(extractor, train.images, batch)]
+    train_views += [_features(extractor, train.images, batch, augment) for _ in range(views - 1)]
+    val_features = _features(extractor, validation.images, batch)
+    timings["features_s"] = time.perf_counter() - started
+    print(f"kzoo: cached backbone features of {views} view(s) of the training images "
+          f"({timings['features_s']:.1f}s)")
+
+    # Epoch e trains on view e mod views: every epoch is one pass over the images, as uncached.
+    def view(features: np.ndarray, index: int) -> tf.data.Dataset:
+        pairs = tf.data.Dataset.from_tensor_slices((features, train.labels))
+        return pairs.shuffle(len(features), seed=recipe.seed + index).batch(batch)
+
+    dataset = view(train_views[0], 0)
+    for index, features in enumerate(train_views[1:], start=1):
+        dataset = dataset.concatenate(view(features, index))
+    head = _head(model)
+    head.compile(optimizer=optimizer, loss=LOSS, metrics=["accuracy"])
+    started = time.perf_counter()
+    history = head.fit(
+        dataset.repeat(), steps_per_epoch=math.ceil(len(train.labels) / batch),
+        validation_data=(val_features, validation.labels), epochs=settings.head_epochs,
+        verbose=verbose, shuffle=False, callbacks=[keras.callbacks.TerminateOnNaN()],
+    )
+    timings["head_s"] = time.perf_counter() - started
+    return history.history, timings
+
+
+# --- phase two: fine-tuning --------------------------------------------------------------------
+
+
+def train_top(
+    model: keras.Model, train: LabelledImages, validation: LabelledImages, recipe: Recipe,
+    augment, verbose: str | int = "auto",
+) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Phase two: the top of the backbone unfrozen, at the recipe's learning rate."""
+    settings = recipe.finetune
+    if settings.unfreeze == 0 or recipe.epochs == 0:
+        return {}, {}
+    unfrozen = unfreeze_top(model, settings.unfreeze)
+    steps = math.ceil(len(train.labels) / recipe.batch_size)
+    optimizer = make_optimizer(recipe.optimizer, steps, recipe.epochs)
+    multipliers = {**settings.lr_multipliers,
+                   **discriminative_multipliers(unfrozen, settings.discriminative_lr)}
+    if multipliers:
+        optimizer = with_lr_multipliers(optimizer, multipliers)
+    model.compile(optimizer=optimizer, loss=LOSS, metrics=["accuracy"])
+    trainable = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+    print(f"kzoo: fine-tuning the top {len(unfrozen)} layers of the backbone "
+          f"({trainable:,} trainable parameters) for {recipe.epochs} epochs")
+    started = time.perf_counter()
+    history = model.fit(
+        make_pipeline(labelled_dataset(train), recipe.batch_size, shuffle_seed=recipe.seed,
+                      augment=augment),
+        validation_data=make_pipeline(labelled_dataset(validation), recipe.batch_size),
+        epochs=recipe.epochs, verbose=verbose, shuffle=False,
+        callbacks=[keras.callbacks.TerminateOnNaN()],
+    )
+    return history.history, {"finetune_s": time.perf_counter() - started}
+
+
+# --- the run ----------------------------------------------------------------------------------------
+
+
+def _merge_history(phases: Sequence[tuple[str, dict[str, list[float]]]]) -> dict[str, list]:
+    keys = ("loss", "accuracy", "val_loss", "val_accuracy")
+    merged: dict[str, list] = {"epoch": [], "phase": [], **{key: [] for key in keys}}
+    for phase, history in phases:
+        for index in range(len(history.get("loss", []))):
+            merged["epoch"].append(len(merged["epoch"]) + 1)
+            merged["phase"].append(phase)
+            for key in keys:
+                values = history.get(key, [])
+                merged[key].append(float(values[index]) if index < len(values) else float("nan"))
+    return merged
+
+
+def _write_history(history: dict[str, list], path: Path) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(list(history))
+        writer.writerows(zip(*history.values()))
+
+
+def _write_skipped(skipped: Sequence[Skipped], path: Path) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "reason"])
+        writer.writerows(skipped)
+
+
+def _write_confusion(metrics: dict[str, Any], path: Path) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["true\\predicted", *metrics["class_names"]])
+        for name, row in zip(metrics["class_names"], metrics["confusion_matrix"]):
+            writer.writerow([name, *row])
+
+
+def save_for_inference(model: keras.Model, path: Path) -> None:
+    """Save ``model`` without its optimizer (write, then rename): a small file that loads with
+    ``safe_mode=True`` and nothing but kzoo installed.
+    """
+    plain = keras.Model(model.input, model.output, name=model.name)
+    partial = path.with_name(f".partial-{path.name}")
+    plain.save(partial)
+    os.replace(partial, path)
+
+
+def fine_tune(
+    data: str | os.PathLike | None = None,
+    *,
+    recipe: str | os.PathLike | Recipe | None = None,
+    backbone: str | None = None,
+    weights: Any = _FROM_RECIPE,
+    image_size: int | Sequence[int] | None = None,
+    center_crop: Any = _FROM_RECIPE,
+    model_options: Mapping[str, Any] | None = None,
+    epochs: int | None = None,
+    head_epochs: int | None = None,
+    learning_rate: float | None = None,
+    head_learning_rate: float | None = None,
+    batch_size: int | None = None,
+    augmentation: str | None = None,
+    unfreeze: float | None = None,
+    discriminative_lr: float | None = None,
+    lr_multipliers: Mapping[str, float] | None = None,
+    cache_features: bool | str | None = None,
+    feature_views: int | None = None,
+    dropout: float | None = None,
+    seed: int | None = None,
+    validation_split: float | None = None,
+    data_dir: str | os.PathLike | None = None,
+    run_dir: str | os.PathLike | None = None,
+    verbose: str | int = "auto",
+) -> TrainResult:
+    """Fine-tune a pretrained backbone on a class-per-folder image tree; see the module doc.
+
+    ``data`` holds ``train/`` and ``val/`` (or ``validation/``) folders of class folders, or
+    the class folders directly (a seeded ``validation_split`` is then held out). ``recipe``
+    (a name in ``zoo_configs/``, a YAML path or a :class:`Recipe`) supplies the settings, else
+    :func:`default_recipe`; every other argument overrides one, ``None`` leaving it.
+    ``weights`` is ``"imagenet"`` (found in ``data_dir``/``$KZOO_DATA_DIR``'s ``weights/``,
+    Keras's cache, or downloaded), a weights file, or ``None`` for random initialisation.
+    ``center_crop`` frames the images (the kept central fraction; ``None``: whole, squashed).
+    ``epochs`` counts the fine-tuning epochs after the ``head_epochs``.
+
+    >>> model, history, metrics, run_dir = kzoo.fine_tune("ants_bees/", backbone="mobilenet_v2")
+    """
+    recipe = finetune_recipe(
+        data, recipe, backbone=backbone, weights=weights, image_size=image_size,
+        center_crop=center_crop, model_options=model_options, epochs=epochs, head_epochs=head_epochs,
+        learning_rate=learning_rate, head_learning_rate=head_learning_rate,
+        batch_size=batch_size, augmentation=augmentation, unfreeze=unfreeze,
+        discriminative_lr=discriminative_lr, lr_multipliers=lr_multipliers,
+        cache_features=cache_features, feature_views=feature_views,
+        dropout=dropout, seed=seed,
+        validation_split=validation_split,
+    )
+    folders = data_dirs(data_dir)
+    folder = find_image_folder(recipe.dataset, folders)
+    if not folder.is_dir():
+        searched = f" (nor in {', '.join(str(f) for f in folders)})" if folders else ""
+        raise KzooError(f"image folder {recipe.dataset!r} does not exist{searched}; pass a folder "
+                        "of class folders, or --data-dir holding it")
+    if "pretrained" not in get_spec(recipe.model).tags:  # fail before any work
+        raise KzooError(f"model {recipe.model!r} has no pretrained backbone to fine-tune; pick one "
+                        f"of {', '.join(list_models(tag='pretrained'))}")
+    make_augmentation(recipe.augmentation)
+    started = time.perf_counter()
+    _seed_everything(recipe.seed)
+    spec_shape = get_spec(recipe.model).input_shape or (224, 224, 3)
+    shape = tuple(recipe.model_kwargs.get("input_shape", spec_shape))
+    split, class_names, skipped = image_folder_arrays(
+        folder, shape[:2], shape[2], recipe.validation_split, recipe.seed,
+        center_crop=recipe.finetune.center_crop,
+    )
+    train, validation = split["train"], split["validation"]
+    run_dir = prepare_run_dir(recipe, run_dir, resume=False)
+    _write_skipped(skipped, run_dir / "skipped.csv")
+    (run_dir / "class_names.json").write_text(json.dumps(class_names, indent=2))
+    print(f"kzoo: fine-tuning {recipe.model} on {folder}: {len(train.labels)} training and "
+          f"{len(validation.labels)} validation images, {len(class_names)} classes "
+          f"({', '.join(class_names[:10])}{', ...' if len(class_names) > 10 else ''}); "
+          f"run dir {run_dir}")
+    if skipped:
+        print("kzoo: " + describe_skipped(skipped, root=folder) + "  (all in skipped.csv)")
+    read_s = time.perf_counter() - started
+
+    with search_weights_in(data_dir, *folders):
+        model = build(recipe.model, num_classes=len(class_names), **recipe.model_kwargs)
+    backbone_of(model)
+    model = with_classifier_info(model, class_names, recipe.finetune.center_crop)
+    augment = make_augmentation(recipe.augmentation, seed=recipe.seed)
+    head_history, head_times = train_head(model, train, validation, recipe, augment, verbose)
+    top_history, top_times = train_top(model, train, validation, recipe, augment, verbose)
+    history = _merge_history([("head", head_history), ("fine-tune", top_history)])
+    _write_history(history, run_dir / "history.csv")
+    if history["loss"] and not math.isfinite(history["loss"][-1]):
+        raise KzooError(
+            f"the loss became NaN while fine-tuning; lower the learning rates (head "
+            f"{recipe.finetune.head_learning_rate}, fine-tune {recipe.optimizer.learning_rate})"
+        )
+    save_for_inference(model, run_dir / "model.keras")
+    wall_time = time.perf_counter() - started
+
+    metrics, probabilities = evaluate_splits(model, split, class_names, recipe.batch_size)
+    write_predictions(validation, probabilities["validation"], class_names,
+                      run_dir / "predictions.csv")
+    metrics.update(
+        status="completed", recipe=recipe.name, model=recipe.model, dataset=str(folder),
+        seed=recipe.seed, sizes={key: len(part.labels) for key, part in split.items()},
+        skipped=len(skipped), epochs_run=len(history["epoch"]),
+        final_val_accuracy=history["val_accuracy"][-1] if history["epoch"] else None,
+        wall_time_s=round(wall_time, 2),
+        timings_s={key: round(value, 2) for key, value in
+                   {"read_images": read_s, **head_times, **top_times}.items()},
+        finetune=dataclasses.asdict(recipe.finetune), versions=_versions(),
+        expected_accuracy=recipe.expected_accuracy,
+    )
+    _write_json_atomically(run_dir / "metrics.json", metrics)
+    _write_confusion(metrics["validation"], run_dir / "confusion_matrix.csv")
+    print(format_confusion_matrix(np.asarray(metrics["validation"]["confusion_matrix"]), class_names))
+    print(format_per_class(metrics["validation"]["per_class"]))
+
+    from kzoo.reports import write_report
+
+    write_report(run_dir, validation=validation, probabilities=probabilities["validation"],
+                 history=history, metrics=metrics, skipped=skipped,
+                 title=f"{recipe.model} fine-tuned on {folder.name}")
+    print(f"kzoo: validation accuracy {metrics['val_accuracy']:.4f} in {wall_time:.0f}s; "
+          f"report: {run_dir / 'report.html'}")
+    return TrainResult(model, history, metrics, run_dir)
+
+
+def evaluate_splits(
+    model: keras.Model, split: Mapping[str, LabelledImages], class_names: list[str], batch_size: int
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Validation (and, where it is a split of its own, test) metrics of ``model``, and the
+    predicted probabilities they come from.
+    """
+    metrics: dict[str, Any] = {}
+    probabilities: dict[str, np.ndarray] = {}
+    for key in ("validation", "test"):
+        if key == "test" and split["test"] is split["validation"]:
+            continue
+        part = split[key]
+        probabilities[key] = np.asarray(model.predict(part.images.astype("float32"),
+                                                      batch_size=batch_size, verbose=0))
+        metrics[key] = classification_metrics(part.labels, probabilities[key], class_names)
+    tested = metrics.get("test", metrics["validation"])
+    metrics.update(
+        val_accuracy=metrics["validation"]["accuracy"], val_loss=metrics["validation"]["loss"],
+        test_accuracy=tested["accuracy"], test_loss=tested["loss"],
+        test_split="test" if "test" in metrics else "validation",
+        class_names=class_names,
+    )
+    return metrics, probabilities
+
+
+def write_predictions(part: LabelledImages, probabilities: np.ndarray, class_names: list[str],
+                      path: Path) -> None:
+    """One row per image: file, true class, predicted class, its probability, the loss."""
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "true", "predicted", "probability", "loss"])
+        for file, label, row in zip(part.paths, part.labels, probabilities):
+            best = int(row.argmax())
+            loss = -math.log(max(float(row[label]), 1e-12))
+            writer.writerow([file, class_names[label], class_names[best], f"{row[best]:.6f}",
+                             f"{loss:.6f}"])

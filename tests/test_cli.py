@@ -1,0 +1,211 @@
+"""The ``kzoo`` command.
+
+Every bad input goes through ``kzoo.cli.main`` in-process (fast: no TensorFlow start-up per
+case); the entry point itself, a training run, a few representative bad inputs and resuming a
+killed run are checked in real ``python -m kzoo`` subprocesses.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from conftest import assert_clean_error, cli_env, run_cli_many, write_mnist_npz
+
+import kzoo
+from kzoo.cli import main
+
+TINY_RECIPE = {
+    "description": "softmax regression on a tiny synthetic mnist.npz",
+    "model": "softmax_regression",
+    "dataset": "mnist",
+    "optimizer": {"name": "sgd", "learning_rate": 0.1},
+    "batch_size": 32,
+    "epochs": 2,
+    "seed": 0,
+}
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    """tmp_path with data/mnist.npz, tiny.yaml (a valid recipe) and typo.yaml (unknown key)."""
+    write_mnist_npz(tmp_path / "data", train=300, test=100)
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY_RECIPE))
+    (tmp_path / "typo.yaml").write_text(yaml.safe_dump({**TINY_RECIPE, "epoch": 3}))
+    (tmp_path / "empty").mkdir()
+    return tmp_path
+
+
+def read_epochs(history_csv):
+    with history_csv.open() as handle:
+        return [int(row["epoch"]) for row in csv.DictReader(handle)]
+
+
+# --- in-process: listing and bad input -----------------------------------------------------------
+
+
+def run_main(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_list_shows_every_model(capsys):
+    code, out, _ = run_main(capsys, "list")
+    assert code == 0
+    listed = [line.split()[0] for line in out.splitlines() if line.strip()]
+    assert listed == kzoo.list_models()
+
+
+def test_list_with_a_pattern_and_a_tag(capsys):
+    code, out, _ = run_main(capsys, "list", "lenet*")
+    assert code == 0 and [line.split()[0] for line in out.splitlines()] == ["lenet5"]
+    code, out, _ = run_main(capsys, "list", "--tag", "pretrained")
+    assert code == 0
+    assert [line.split()[0] for line in out.splitlines()] == kzoo.list_models(tag="pretrained")
+
+
+def test_list_recipes_shows_every_recipe(capsys):
+    code, out, _ = run_main(capsys, "list", "--recipes")
+    assert code == 0
+    listed = [line.split()[0] for line in out.splitlines() if line.strip()]
+    assert listed == kzoo.list_recipes()
+    lenet = next(line for line in out.splitlines() if line.startswith("lenet5_mnist "))
+    assert "lenet5" in lenet.split()[1:] and "mnist" in lenet.split()[1:]
+
+
+def test_info_describes_a_model(capsys):
+    code, out, _ = run_main(capsys, "info", "lenet5")
+    assert code == 0
+    assert out.startswith("lenet5: ")
+    assert f"{kzoo.build('lenet5').count_params():,}" in out
+    assert "lenet5_mnist" in out and "LeCun" in out
+
+
+def test_info_json_is_the_description(capsys):
+    code, out, _ = run_main(capsys, "info", "lenet5", "--json")
+    assert code == 0
+    info = json.loads(out)
+    assert info["parameters"] == kzoo.describe("lenet5")["parameters"]
+    assert info["num_classes"] == 10
+
+
+def bad_inputs():
+    """(id, argv, fragments the one-line error must contain); paths are relative to the
+    workspace fixture, which the test chdirs into."""
+    train = ["train", "tiny.yaml", "--data-dir", "data", "--run-dir"]
+    return [
+        ("unknown-model", ["info", "nosuch"], ["'nosuch'"]),
+        ("unknown-recipe", ["train", "lenet5_mnsit"], ["'lenet5_mnist'"]),
+        ("unknown-key", ["train", "typo.yaml", "--data-dir", "data"], ["typo.yaml", "'epoch'"]),
+        ("epochs-0", [*train, "r1", "--epochs", "0"], ["'epochs'", "0"]),
+        ("batch-too-big", [*train, "r2", "--batch-size", "5000"], ["batch_size=5000"]),
+        ("no-such-data-dir", ["train", "tiny.yaml", "--data-dir", "nowhere", "--run-dir", "r3"],
+         ["nowhere", "does not exist"]),
+        ("offline-no-data", ["train", "tiny.yaml", "--data-dir", "empty", "--run-dir", "r4"],
+         ["mnist.npz", "--data-dir"]),
+        ("dropout-1.5", ["train", "lenet5_mnist", "--data-dir", "data", "--dropout", "1.5",
+                         "--run-dir", "r5"], ["dropout=1.5"]),
+        ("existing-run-dir", [*train, "data"], ["'data'", "--resume"]),
+        ("resume-nothing", [*train, "empty", "--resume"], ["empty", "recipe.yaml"]),
+        ("nan-loss", [*train, "r6", "--lr", "1e38"], ["NaN", "no good model", "learning rate"]),
+    ]
+
+
+@pytest.mark.parametrize("case, argv, fragments", bad_inputs(), ids=[c[0] for c in bad_inputs()])
+def test_bad_input_is_one_line_and_exit_2(case, argv, fragments, workspace, monkeypatch, capsys):
+    monkeypatch.chdir(workspace)
+    code, out, err = run_main(capsys, *argv)
+    assert code == 2, out + err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("kzoo: error: "), err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    assert sorted(p.name for p in (workspace / "data").iterdir()) == ["mnist.npz"]
+
+
+# --- subprocesses: the real entry point -------------------------------------------------------
+
+
+def test_entry_point_lists_and_fails_cleanly(workspace):
+    runs = run_cli_many({
+        "list": (["list"], workspace),
+        "nosuch": (["info", "nosuch"], workspace),
+        "dropout": (["train", "lenet5_mnist", "--data-dir", "data", "--dropout", "1.5",
+                     "--run-dir", "r"], workspace),
+    })
+    assert runs["list"].returncode == 0, runs["list"].stderr
+    listed = [line.split()[0] for line in runs["list"].stdout.splitlines() if line.strip()]
+    assert listed == kzoo.list_models()
+    assert runs["nosuch"].returncode == 2
+    assert_clean_error(runs["nosuch"], "'nosuch'")
+    assert_clean_error(runs["dropout"], "dropout=1.5")  # raised deep inside the model builder
+
+
+def test_train_prints_results_and_fills_the_run_dir(workspace, cli):
+    result = cli("train", "tiny.yaml", "--data-dir", "data", "--epochs", "1", "--run-dir", "run")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Traceback" not in output
+    assert "confusion matrix" in result.stdout
+    metrics = json.loads((workspace / "run" / "metrics.json").read_text())
+    assert f"test accuracy {metrics['test_accuracy']:.4f}" in result.stdout
+    assert metrics["status"] == "completed" and metrics["epochs_run"] == 1
+    for name in ("model.keras", "history.csv", "confusion_matrix.csv", "recipe.yaml"):
+        assert (workspace / "run" / name).is_file(), name
+    assert read_epochs(workspace / "run" / "history.csv") == [0]
+
+
+def test_resume_of_a_finished_run_is_refused(workspace, monkeypatch, capsys):
+    monkeypatch.chdir(workspace)
+    argv = ["train", "tiny.yaml", "--data-dir", "data", "--epochs", "1", "--run-dir", "run"]
+    assert run_main(capsys, *argv)[0] == 0
+    code, _, err = run_main(capsys, *argv, "--resume")
+    assert code == 2 and err.startswith("kzoo: error:") and "already finished" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_resume_after_a_killed_run(tmp_path):
+    epochs = 8
+    write_mnist_npz(tmp_path / "data", train=600, test=50)
+    recipe = {**TINY_RECIPE, "model": "lenet5", "batch_size": 16, "epochs": epochs,
+              "optimizer": {"name": "adam", "learning_rate": 0.001}}
+    (tmp_path / "slow.yaml").write_text(yaml.safe_dump(recipe))
+    command = [sys.executable, "-m", "kzoo", "train", "slow.yaml", "--data-dir", "data",
+               "--run-dir", "run"]
+    history = tmp_path / "run" / "history.csv"
+
+    process = subprocess.Popen(command, cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and process.poll() is None:
+            if history.is_file() and len(history.read_text().splitlines()) >= 3:  # 2 epochs
+                break
+            time.sleep(0.02)
+        process.kill()  # SIGKILL: no clean-up, as when a machine dies
+    finally:
+        process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    done_before = len(read_epochs(history))
+    assert 2 <= done_before < epochs
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+    resumed = subprocess.run([*command, "--resume"], cwd=tmp_path, env=cli_env(),
+                             capture_output=True, text=True, timeout=240, check=False)
+    output = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0, output
+    assert "Traceback" not in output
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["status"] == "completed"
+    assert metrics["epochs_run"] == epochs
+    assert read_epochs(history) == list(range(epochs))  # every epoch once: none lost, none repeated
+    trained_again = [line for line in resumed.stdout.splitlines() if line.startswith("Epoch ")]
+    assert 0 < len(trained_again) <= epochs - 1  # it continued; it did not start over
+    assert not trained_again[0].startswith("Epoch 1/")
