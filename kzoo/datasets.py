@@ -195,8 +195,15 @@ def _cifar10(folders, validation_split, seed, input_shape) -> Splits:
     if found.suffix == ".zip":
         found = _extract_once(found)
     height, width, channels = input_shape or (32, 32, 3)
-    return image_folder(found, image_size=(height, width), channels=channels,
-                        validation_split=validation_split, seed=seed)
+    splits = image_folder(found, image_size=(height, width), channels=channels,
+                          validation_split=validation_split, seed=seed)
+    if splits.class_names != CIFAR10_CLASSES:
+        raise KzooError(
+            f"{str(found)!r} is not CIFAR-10: its class folders are {', '.join(splits.class_names)}; "
+            f"expected {', '.join(CIFAR10_CLASSES)} (to train on other classes, name the folder as "
+            "the dataset instead of cifar10)"
+        )
+    return splits
 
 
 _GATES = {

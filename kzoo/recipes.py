@@ -166,7 +166,9 @@ class Recipe:
                                       f"overrides of recipe {self.name!r}")
             recipe = dataclasses.replace(recipe, finetune=section)
         if "learning_rate" in given:
-            optimizer = dataclasses.replace(self.optimizer, learning_rate=given.pop("learning_rate"))
+            rate = _check_value("learning_rate", given.pop("learning_rate"), float,
+                                f"overrides of recipe {self.name!r}")
+            optimizer = dataclasses.replace(self.optimizer, learning_rate=rate)
             recipe = dataclasses.replace(recipe, optimizer=optimizer)
         if "dropout" in given:
             kwargs = {**recipe.model_kwargs, "dropout": given.pop("dropout")}
@@ -292,8 +294,12 @@ def _parse_optimizer(data: dict[str, Any], source: str) -> Optimizer:
     options = {}
     for key, (kind, default) in SCHEDULES[schedule_name].items():
         options[key] = _check_value(key, schedule.pop(key, default), kind, f"{source} [schedule]")
-        if options[key] <= 0:
-            raise KzooError(f"{source} [schedule]: key {key!r} must be > 0, got {options[key]!r}")
+        decays = key in ("decay_rate", "factor")  # a schedule anneals: the rate must not grow
+        if options[key] <= 0 or (decays and options[key] > 1):
+            expected = "in (0, 1]" if decays else "> 0"
+            raise KzooError(
+                f"{source} [schedule]: key {key!r} must be {expected}, got {options[key]!r}"
+            )
     if schedule:
         raise _unknown_key(next(iter(schedule)), ["name", *SCHEDULES[schedule_name]],
                            f"{source} [schedule {schedule_name}]")

@@ -130,7 +130,24 @@ def _latest_run(recipe_name: str, runs_root: Path) -> Path | None:
 
 
 def prepare_run_dir(recipe: Recipe, run_dir: str | os.PathLike | None, resume: bool) -> Path:
-    """A new run directory, or the one to resume; never silently reuse a finished one."""
+    """A new run directory (created, holding ``recipe.yaml``) or the one to resume."""
+    run_dir = choose_run_dir(recipe, run_dir, resume)
+    if not resume:
+        start_run_dir(recipe, run_dir)
+    return run_dir
+
+
+def start_run_dir(recipe: Recipe, run_dir: Path) -> None:
+    """Create a new run directory and record the exact settings in ``recipe.yaml``."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_recipe(recipe, run_dir / "recipe.yaml")
+
+
+def choose_run_dir(recipe: Recipe, run_dir: str | os.PathLike | None, resume: bool) -> Path:
+    """The run directory to use, checked but not yet created: a new one, or the one to resume.
+
+    A finished run is never resumed and a non-empty directory never reused for a new run.
+    """
     runs_root = Path("runs")
     if run_dir is None and resume:
         run_dir = _latest_run(recipe.name, runs_root)
@@ -164,8 +181,6 @@ def prepare_run_dir(recipe: Recipe, run_dir: str | os.PathLike | None, resume: b
             f"run directory {str(run_dir)!r} already exists and is not empty; pass --resume to "
             "continue it, or choose another --run-dir"
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_recipe(recipe, saved)
     return run_dir
 
 
@@ -253,12 +268,14 @@ def train(
         from kzoo.finetune import fine_tune
 
         return fine_tune(recipe=recipe, data_dir=data_dir, run_dir=run_dir, verbose=verbose)
-    run_dir = prepare_run_dir(recipe, run_dir, resume)
+    run_dir = choose_run_dir(recipe, run_dir, resume)
     _seed_everything(recipe.seed)
     splits = load_splits(recipe, data_dir)
     if train_on_validation:
         splits = with_validation_in_train(splits)
     model = build_for(recipe, splits)
+    if not resume:  # only now: bad input above leaves no half-made run directory behind
+        start_run_dir(recipe, run_dir)
     train_data = make_pipeline(splits.train, recipe.batch_size, shuffle_seed=recipe.seed,
                                augment=augmentation(recipe.augmentation, seed=recipe.seed))
     validation_data = None if train_on_validation else make_pipeline(splits.validation,

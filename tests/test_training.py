@@ -188,6 +188,17 @@ def test_batch_size_larger_than_the_training_set(data_dir, tmp_path):
     assert "batch_size=5000" in message and "270" in message  # 300 minus the validation split
 
 
+def test_bad_input_leaves_no_run_dir_so_a_corrected_retry_works(data_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    with pytest.raises(kzoo.KzooError, match="dropout=1.5"):
+        kzoo.train(write_recipe(tmp_path), data_dir=data_dir, run_dir=run_dir, dropout=1.5,
+                   verbose=0)
+    assert not run_dir.exists()
+    result = kzoo.train(write_recipe(tmp_path), data_dir=data_dir, run_dir=run_dir, epochs=1,
+                        verbose=0)
+    assert result.metrics["status"] == "completed" and (run_dir / "model.keras").is_file()
+
+
 # --- NaN -------------------------------------------------------------------------------------
 
 
