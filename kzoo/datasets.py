@@ -280,7 +280,10 @@ def image_folder_arrays(
                 f"{str(train_dir)!r} lacks; every class needs training images"
             )
     size = tuple(int(s) for s in image_size)
-    read = lambda part: read_labelled_folder(part, class_names, size, channels, center_crop)  # noqa: E731
+
+    def read(part: Path) -> tuple[LabelledImages, list[Skipped]]:
+        return read_labelled_folder(part, class_names, size, channels, center_crop)
+
     train, skipped = read(train_dir)
     split = {}
     if val_dir is not None:

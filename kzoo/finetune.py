@@ -55,9 +55,10 @@ from kzoo.training import (
     _seed_everything,
     _versions,
     _write_json_atomically,
+    choose_run_dir,
     make_optimizer,
     make_pipeline,
-    prepare_run_dir,
+    start_run_dir,
 )
 from kzoo.weights import search_weights_in
 
@@ -462,6 +463,7 @@ def fine_tune(
         raise KzooError(f"model {recipe.model!r} has no pretrained backbone to fine-tune; pick one "
                         f"of {', '.join(list_models(tag='pretrained'))}")
     make_augmentation(recipe.augmentation)
+    run_dir = choose_run_dir(recipe, run_dir, resume=False)  # checked now, created once data reads
     started = time.perf_counter()
     _seed_everything(recipe.seed)
     spec_shape = get_spec(recipe.model).input_shape or (224, 224, 3)
@@ -471,7 +473,7 @@ def fine_tune(
         center_crop=recipe.finetune.center_crop,
     )
     train, validation = split["train"], split["validation"]
-    run_dir = prepare_run_dir(recipe, run_dir, resume=False)
+    start_run_dir(recipe, run_dir)
     _write_skipped(skipped, run_dir / "skipped.csv")
     (run_dir / "class_names.json").write_text(json.dumps(class_names, indent=2))
     print(f"kzoo: fine-tuning {recipe.model} on {folder}: {len(train.labels)} training and "

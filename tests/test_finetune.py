@@ -241,3 +241,14 @@ def test_cli_finetune_errors_are_one_line(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert cli.main(["finetune", str(tmp_path / "one"), "--backbone", "lenet5"]) == 2
     assert "no pretrained backbone to fine-tune" in capsys.readouterr().err
+
+
+def test_bad_data_or_a_used_run_dir_fail_before_any_work(tmp_path):
+    make_clean_folder(tmp_path / "one", classes=("ants",), per_class=2)
+    with pytest.raises(KzooError, match="expected at least 2"):
+        kzoo.fine_tune(tmp_path / "one", weights=None, run_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # no half-made run directory left behind
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "model.keras").write_text("")
+    with pytest.raises(KzooError, match="not empty"):
+        kzoo.fine_tune(tmp_path / "one", weights=None, run_dir=tmp_path / "used")

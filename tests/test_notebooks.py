@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,18 @@ runner = _runner()
 
 def test_there_are_notebooks():
     assert len(NOTEBOOKS) >= 5, f"expected the seed notebooks in {ROOT / 'notebooks'}"
+
+
+def test_notebooks_run_on_this_python(tmp_path):
+    """The kernel is this interpreter (this virtual environment), whatever Jupyter kernels the
+    machine has installed elsewhere."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    path = tmp_path / "which.ipynb"
+    nbformat.write(new_notebook(cells=[new_code_cell("import sys; print(sys.executable)")]), path)
+    notebook = runner.execute(path, cwd=tmp_path, cell_timeout=60)
+    assert runner.stdout_of(notebook.cells[0]).strip() == sys.executable
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
