@@ -10,20 +10,21 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 
 __version__ = "0.1.0"
 
-from kzoo.augment import augmentation  # noqa: E402
-from kzoo.catalog import describe  # noqa: E402
-from kzoo.datasets import load_dataset  # noqa: E402
-from kzoo.errors import KzooError  # noqa: E402
-from kzoo.finetune import fine_tune  # noqa: E402
-from kzoo.inference import evaluate, export, predict  # noqa: E402
-from kzoo.recipes import Recipe, list_recipes, load_recipe  # noqa: E402
-from kzoo.registry import build, list_models, load_model, register_model  # noqa: E402
-from kzoo.training import train  # noqa: E402
-from kzoo.tuning import tune  # noqa: E402
+from kzoo.augment import augmentation
+from kzoo.catalog import describe
+from kzoo.datasets import load_dataset
+from kzoo.errors import KzooError
+from kzoo.finetune import fine_tune
+from kzoo.inference import evaluate, export, predict
+from kzoo.recipes import Recipe, list_recipes, load_recipe
+from kzoo.registry import build, list_models, load_model, register_model
+from kzoo.training import train
+from kzoo.tuning import tune
 
 __all__ = [
     "KzooError",
     "Recipe",
+    "__version__",
     "augmentation",
     "build",
     "describe",
@@ -39,5 +40,4 @@ __all__ = [
     "register_model",
     "train",
     "tune",
-    "__version__",
 ]

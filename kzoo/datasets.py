@@ -17,9 +17,9 @@ import pickle
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -106,7 +106,7 @@ def _split_indices(count: int, validation_split: float, seed: int) -> tuple[np.n
     if not 0 < validation_split < 1:
         raise KzooError(f"validation_split={validation_split!r} is invalid; expected 0 < v < 1")
     order = np.random.default_rng(seed).permutation(count)
-    n_val = max(1, int(round(count * validation_split)))
+    n_val = max(1, round(count * validation_split))
     if n_val >= count:
         raise KzooError(f"only {count} training examples: too few to carve a validation split")
     return np.sort(order[n_val:]), np.sort(order[:n_val])

@@ -152,7 +152,7 @@ class Recipe:
     finetune: FineTune | None = None
     search: dict[str, SearchRange | None] = field(default_factory=dict)  # None: not searched
 
-    def with_overrides(self, **overrides: Any) -> "Recipe":
+    def with_overrides(self, **overrides: Any) -> Recipe:
         """A copy with the given values changed; ``None`` values are ignored.
 
         ``learning_rate`` and ``dropout`` reach into the optimizer and the model options, the

@@ -370,7 +370,7 @@ def evaluate_run(model: keras.Model, recipe: Recipe, splits: Splits, run_dir: Pa
         "seed": recipe.seed,
         "test_loss": float(loss),
         "test_accuracy": float(accuracy),
-        "test_examples": int(len(truth)),
+        "test_examples": len(truth),
         "expected_accuracy": recipe.expected_accuracy,
         "class_names": splits.class_names,
         "confusion_matrix": matrix.tolist(),

@@ -59,7 +59,7 @@ def alexnet(
         raise KzooError(f"width={width!r} is invalid; expected a number in (0, 4]")
     check_int("dense_units", dense_units)
     dropout = check_rate("dropout", dropout)
-    filters = [max(8, int(round(f * width))) for f in (96, 256, 384, 384, 256)]
+    filters = [max(8, round(f * width)) for f in (96, 256, 384, 384, 256)]
     large = min(shape[:2]) >= _LARGE_INPUT
 
     inputs, x = pixel_input(shape)

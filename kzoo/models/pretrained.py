@@ -31,10 +31,17 @@ class CaffePreprocessing(layers.Layer):
         return bgr - keras.ops.convert_to_tensor([103.939, 116.779, 123.68], dtype=inputs.dtype)
 
 
-def _with_head(name, backbone, preprocess, shape, num_classes, weights, dropout):
-    """``preprocess`` is the layer mapping 0-255 pixels to the backbone's input, or ``None``
-    where the application rescales its input itself (EfficientNet, MobileNetV3).
+def _classifier(name, application, input_shape, weights, num_classes, dropout, preprocess=None,
+                **application_options):
+    """``application`` (a ``keras.applications`` constructor) as a backbone with a new head.
+
+    ``preprocess`` is the layer mapping 0-255 pixels to the backbone's input, or ``None`` where
+    the application rescales its input itself (EfficientNet, MobileNetV3).
     """
+    shape = check_image_shape(name, input_shape, min_side=32, channels=(3,))
+    backbone = load_application(
+        application, weights, include_top=False, input_shape=shape, **application_options
+    )
     backbone.name = "backbone"  # a stable name, whatever the application calls itself
     inputs = keras.Input(shape=shape, name="pixels")
     pixels = preprocess(inputs) if preprocess is not None else inputs
@@ -58,12 +65,8 @@ def _with_head(name, backbone, preprocess, shape, num_classes, weights, dropout)
     tags=("pretrained", "imagenet-arch"),
 )
 def resnet50(num_classes=1000, input_shape=(224, 224, 3), weights="imagenet", dropout=0.0):
-    shape = check_image_shape("resnet50", input_shape, min_side=32, channels=(3,))
-    backbone = load_application(
-        keras.applications.ResNet50, weights, include_top=False, input_shape=shape
-    )
-    preprocess = CaffePreprocessing(name="caffe_preprocessing")
-    return _with_head("resnet50", backbone, preprocess, shape, num_classes, weights, dropout)
+    return _classifier("resnet50", keras.applications.ResNet50, input_shape, weights, num_classes,
+                       dropout, preprocess=CaffePreprocessing(name="caffe_preprocessing"))
 
 
 @register_model(
@@ -78,13 +81,10 @@ def resnet50(num_classes=1000, input_shape=(224, 224, 3), weights="imagenet", dr
 def mobilenet_v2(
     num_classes=1000, input_shape=(224, 224, 3), weights="imagenet", alpha=1.0, dropout=0.0
 ):
-    shape = check_image_shape("mobilenet_v2", input_shape, min_side=32, channels=(3,))
     check_choice("alpha", alpha, (0.35, 0.5, 0.75, 1.0, 1.3, 1.4))
-    backbone = load_application(
-        keras.applications.MobileNetV2, weights, include_top=False, input_shape=shape, alpha=alpha
-    )
-    preprocess = layers.Rescaling(1 / 127.5, offset=-1.0, name="rescale")
-    return _with_head("mobilenet_v2", backbone, preprocess, shape, num_classes, weights, dropout)
+    return _classifier("mobilenet_v2", keras.applications.MobileNetV2, input_shape, weights,
+                       num_classes, dropout, alpha=alpha,
+                       preprocess=layers.Rescaling(1 / 127.5, offset=-1.0, name="rescale"))
 
 
 @register_model(
@@ -97,11 +97,8 @@ def mobilenet_v2(
     tags=("pretrained", "imagenet-arch"),
 )
 def efficientnet_b0(num_classes=1000, input_shape=(224, 224, 3), weights="imagenet", dropout=0.0):
-    shape = check_image_shape("efficientnet_b0", input_shape, min_side=32, channels=(3,))
-    backbone = load_application(
-        keras.applications.EfficientNetB0, weights, include_top=False, input_shape=shape
-    )
-    return _with_head("efficientnet_b0", backbone, None, shape, num_classes, weights, dropout)
+    return _classifier("efficientnet_b0", keras.applications.EfficientNetB0, input_shape, weights,
+                       num_classes, dropout)
 
 
 @register_model(
@@ -116,10 +113,6 @@ def efficientnet_b0(num_classes=1000, input_shape=(224, 224, 3), weights="imagen
 def mobilenet_v3_small(
     num_classes=1000, input_shape=(224, 224, 3), weights="imagenet", alpha=1.0, dropout=0.0
 ):
-    shape = check_image_shape("mobilenet_v3_small", input_shape, min_side=32, channels=(3,))
     check_choice("alpha", alpha, (0.75, 1.0))
-    backbone = load_application(
-        keras.applications.MobileNetV3Small, weights, include_top=False, input_shape=shape,
-        alpha=alpha,
-    )
-    return _with_head("mobilenet_v3_small", backbone, None, shape, num_classes, weights, dropout)
+    return _classifier("mobilenet_v3_small", keras.applications.MobileNetV3Small, input_shape,
+                       weights, num_classes, dropout, alpha=alpha)
