@@ -463,7 +463,7 @@ def fine_tune(
         raise KzooError(f"model {recipe.model!r} has no pretrained backbone to fine-tune; pick one "
                         f"of {', '.join(list_models(tag='pretrained'))}")
     make_augmentation(recipe.augmentation)
-    run_dir = choose_run_dir(recipe, run_dir, resume=False)  # checked now, created once data reads
+    run_dir = choose_run_dir(recipe, run_dir, resume=False)  # checked now, created once built
     started = time.perf_counter()
     _seed_everything(recipe.seed)
     spec_shape = get_spec(recipe.model).input_shape or (224, 224, 3)
@@ -473,9 +473,6 @@ def fine_tune(
         center_crop=recipe.finetune.center_crop,
     )
     train, validation = split["train"], split["validation"]
-    start_run_dir(recipe, run_dir)
-    _write_skipped(skipped, run_dir / "skipped.csv")
-    (run_dir / "class_names.json").write_text(json.dumps(class_names, indent=2))
     print(f"kzoo: fine-tuning {recipe.model} on {folder}: {len(train.labels)} training and "
           f"{len(validation.labels)} validation images, {len(class_names)} classes "
           f"({', '.join(class_names[:10])}{', ...' if len(class_names) > 10 else ''}); "
@@ -488,6 +485,9 @@ def fine_tune(
         model = build(recipe.model, num_classes=len(class_names), **recipe.model_kwargs)
     backbone_of(model)
     model = with_classifier_info(model, class_names, recipe.finetune.center_crop)
+    start_run_dir(recipe, run_dir)  # only now: bad input above leaves no run directory behind
+    _write_skipped(skipped, run_dir / "skipped.csv")
+    (run_dir / "class_names.json").write_text(json.dumps(class_names, indent=2))
     augment = make_augmentation(recipe.augmentation, seed=recipe.seed)
     head_history, head_times = train_head(model, train, validation, recipe, augment, verbose)
     top_history, top_times = train_top(model, train, validation, recipe, augment, verbose)

@@ -252,3 +252,10 @@ def test_bad_data_or_a_used_run_dir_fail_before_any_work(tmp_path):
     (tmp_path / "used" / "model.keras").write_text("")
     with pytest.raises(KzooError, match="not empty"):
         kzoo.fine_tune(tmp_path / "one", weights=None, run_dir=tmp_path / "used")
+
+
+def test_missing_weights_leave_no_run_dir_behind(tmp_path):
+    make_clean_folder(tmp_path / "photos", classes=("ants", "bees"), per_class=3)
+    with pytest.raises(KzooError, match="--weights PATH"):
+        kzoo.fine_tune(tmp_path / "photos", run_dir=tmp_path / "run", **TINY)  # imagenet, offline
+    assert not (tmp_path / "run").exists()  # so the same command works once the weights are there
