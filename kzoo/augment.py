@@ -1,7 +1,9 @@
-"""Named augmentation presets: ``keras.Sequential`` stacks of Keras preprocessing layers.
+"""Named augmentation presets: ``keras.layers.Pipeline`` stacks of Keras preprocessing layers.
 
 They run in the ``tf.data`` pipeline on raw 0-255 pixels during training only, and are never
-saved inside a trained model.
+saved inside a trained model. A ``Pipeline`` (not a ``keras.Sequential``) keeps its layers on
+TensorFlow ops inside ``dataset.map`` whatever the Keras backend, so the same presets work on
+JAX; on TensorFlow both give identical images.
 """
 
 from __future__ import annotations
@@ -46,8 +48,8 @@ PRESETS = {
 }
 
 
-def augmentation(name: str, seed: int | None = None) -> keras.Sequential | None:
-    """The preset ``name`` as a ``keras.Sequential``, or ``None`` for ``"none"``.
+def augmentation(name: str, seed: int | None = None) -> keras.layers.Pipeline | None:
+    """The preset ``name`` as a ``keras.layers.Pipeline``, or ``None`` for ``"none"``.
 
     >>> augment = augmentation("cifar", seed=0)
     >>> dataset = dataset.map(lambda x, y: (augment(x, training=True), y))
@@ -59,4 +61,4 @@ def augmentation(name: str, seed: int | None = None) -> keras.Sequential | None:
             f"unknown augmentation preset {name!r}; {hint}expected one of {', '.join(PRESETS)}"
         )
     stack = PRESETS[name](seed)
-    return keras.Sequential(stack, name=f"augment_{name}") if stack else None
+    return keras.layers.Pipeline(stack, name=f"augment_{name}") if stack else None

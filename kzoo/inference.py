@@ -13,6 +13,7 @@ it (and whole images, squashed, as ``kzoo train`` reads them).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -203,6 +204,26 @@ def _remove_old(output: Path, format: str) -> None:
                         "--output or remove it")
 
 
+def _check_backend_exports(format: str) -> None:
+    """An error, before any work, where Keras cannot export ``format`` from the current backend.
+
+    ``keras`` and ``saved_model`` export from any backend (JAX through jax2tf), LiteRT (tflite)
+    from TensorFlow only, and ONNX from JAX only through the optional jax2onnx package.
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow" or format in ("keras", "saved_model"):
+        return
+    if format == "onnx" and backend == "jax" and importlib.util.find_spec("jax2onnx"):
+        return
+    needs = "jax2onnx (pip install jax2onnx)" if format == "onnx" and backend == "jax" else None
+    raise KzooError(
+        f"{format} export is not supported on Keras's {backend!r} backend"
+        + (f" without {needs}" if needs else "")
+        + f"; export with KERAS_BACKEND=tensorflow (`KERAS_BACKEND=tensorflow kzoo export RUN_DIR "
+        f"--format {format}`): a model.keras trained on any backend loads on TensorFlow"
+    )
+
+
 def export(
     source: str | os.PathLike | keras.Model,
     format: str = "keras",
@@ -217,6 +238,7 @@ def export(
     if format not in EXPORT_FORMATS:
         raise KzooError(f"export format {format!r} is unknown; expected one of "
                         f"{', '.join(EXPORT_FORMATS)}")
+    _check_backend_exports(format)
     model, names = load_run(source)
     if output is None:
         if isinstance(source, keras.Model):

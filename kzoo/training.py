@@ -65,7 +65,7 @@ def make_pipeline(
     dataset: tf.data.Dataset,
     batch_size: int,
     shuffle_seed: int | None = None,
-    augment: keras.Sequential | None = None,
+    augment: keras.layers.Layer | None = None,
 ) -> tf.data.Dataset:
     """Cache decoded examples, shuffle (training only), batch, augment, prefetch."""
     dataset = dataset.cache()
@@ -225,14 +225,17 @@ class KeepLastGoodModel(keras.callbacks.Callback):
 
 
 def _seed_everything(seed: int) -> None:
-    keras.utils.set_random_seed(seed)
+    keras.utils.set_random_seed(seed)  # Python, NumPy, TensorFlow and the Keras backend
+    # On every backend: the tf.data pipelines (shuffle, augmentation) run TensorFlow ops even
+    # when the model runs on JAX, and without this their random streams differ from run to run.
     tf.config.experimental.enable_op_determinism()
 
 
 def _versions() -> dict[str, str]:
     from kzoo import __version__
 
-    return {"kzoo": __version__, "keras": keras.__version__, "tensorflow": tf.__version__}
+    return {"kzoo": __version__, "keras": keras.__version__, "backend": keras.backend.backend(),
+            "tensorflow": tf.__version__}
 
 
 def train(

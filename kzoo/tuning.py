@@ -309,10 +309,13 @@ class RecipeHyperModel(kt.HyperModel):
                 epochs=epochs, initial_epoch=initial_epoch, shuffle=False, verbose=verbose,
                 callbacks=[keras.callbacks.TerminateOnNaN(), *(callbacks or [])], **kwargs,
             )
-        except tf.errors.ResourceExhaustedError as error:
+        except Exception as error:
+            if not _out_of_memory(error):
+                raise
+            reason = (getattr(error, "message", None) or str(error)).strip().splitlines()
             raise kt.errors.FailedTrialError(
                 f"out of memory with batch_size={recipe.batch_size} "
-                f"({error.message.splitlines()[0]}); search smaller batch sizes"
+                f"({reason[0] if reason else type(error).__name__}); search smaller batch sizes"
             ) from error
         return self._results(history.history, initial_epoch, hp)
 
@@ -439,6 +442,14 @@ class RandomSearchOracle(_KzooOracle, kt.oracles.RandomSearchOracle):
     pass
 
 
+def _out_of_memory(error: Exception) -> bool:
+    """Whether a fit failed for lack of memory: TensorFlow's error, or XLA's on JAX."""
+    if isinstance(error, tf.errors.ResourceExhaustedError):
+        return True
+    # On JAX, XLA reports it as a JaxRuntimeError (a RuntimeError) starting RESOURCE_EXHAUSTED.
+    return isinstance(error, RuntimeError) and "RESOURCE_EXHAUSTED" in str(error)
+
+
 class BayesianOptimizationOracle(_KzooOracle, kt.oracles.BayesianOptimizationOracle):
     pass
 
@@ -453,7 +464,9 @@ class HyperbandOracle(_KzooOracle, kt.oracles.HyperbandOracle):
 
 def custom_gradients() -> dict[str, Any]:
     """TensorFlow's registered ``tf.custom_gradient`` functions (a private registry; empty if a
-    TensorFlow release moves it)."""
+    TensorFlow release moves it, or when Keras runs on another backend)."""
+    if keras.backend.backend() != "tensorflow":
+        return {}  # on JAX the train step is traced by JAX: no tf.custom_gradient, nothing leaks
     from tensorflow.python.framework import ops
 
     registry = getattr(getattr(ops, "_gradient_registry", None), "_registry", {})
@@ -487,10 +500,12 @@ class _KzooTuner:
 
     def on_trial_end(self, trial):
         super().on_trial_end(trial)
-        from tensorflow.python.framework import ops
+        leaked = set(custom_gradients()) - self._gradients_before_trial  # empty but on TensorFlow
+        if leaked:
+            from tensorflow.python.framework import ops
 
-        for name in set(custom_gradients()) - self._gradients_before_trial:
-            del ops._gradient_registry._registry[name]
+            for name in leaked:
+                del ops._gradient_registry._registry[name]
 
 
 class RandomSearch(_KzooTuner, kt.RandomSearch):

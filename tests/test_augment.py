@@ -17,7 +17,7 @@ def test_each_preset_builds_and_keeps_the_shape(name):
     if name == "none":
         assert augment is None
         return
-    assert isinstance(augment, keras.Sequential)
+    assert isinstance(augment, keras.layers.Pipeline)
     assert augment.layers and all(type(layer).__name__.startswith("Random") for layer in augment.layers)
     images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype("float32")
     out = np.asarray(augment(images, training=True))
