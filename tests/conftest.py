@@ -40,6 +40,16 @@ def offline(monkeypatch):
 # --- tiny data ----------------------------------------------------------------------------------
 
 
+# The smallest useful tuning recipe: softmax regression, one epoch of the tiny MNIST.
+TINY_SOFTMAX_RECIPE = {
+    "model": "softmax_regression",
+    "dataset": "mnist",
+    "optimizer": {"name": "sgd", "learning_rate": 0.1},
+    "batch_size": 32,
+    "epochs": 1,
+}
+
+
 def synthetic_digits(count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """28x28 uint8 images whose class (0-9) is the row of a bright bar on a noisy background,
     so a model can learn them in an epoch or two."""

@@ -20,7 +20,7 @@ import time
 
 import pytest
 import yaml
-from conftest import cli_env
+from conftest import TINY_SOFTMAX_RECIPE, cli_env
 
 import kzoo
 from kzoo.cli import main
@@ -35,13 +35,7 @@ from kzoo.tuning import (
     search_space,
 )
 
-SOFTMAX = {
-    "model": "softmax_regression",
-    "dataset": "mnist",
-    "optimizer": {"name": "sgd", "learning_rate": 0.1},
-    "batch_size": 32,
-    "epochs": 1,
-}
+SOFTMAX = TINY_SOFTMAX_RECIPE
 LENET = {
     "model": "lenet5",
     "dataset": "mnist",

@@ -11,17 +11,11 @@ import subprocess
 import sys
 
 import yaml
-from conftest import cli_env
+from conftest import TINY_SOFTMAX_RECIPE, cli_env
 
 import kzoo
 
-RECIPE = {
-    "model": "softmax_regression",
-    "dataset": "mnist",
-    "optimizer": {"name": "sgd", "learning_rate": 0.1},
-    "batch_size": 32,
-    "epochs": 1,
-}
+RECIPE = TINY_SOFTMAX_RECIPE
 TRIALS = 6
 
 
