@@ -1,11 +1,12 @@
-"""Regenerate the README's generated tables: models (from the registry) and results (from
-bench/results/*.json).
+"""Regenerate the README's generated tables: models (from the registry), results (from
+bench/results/*.json) and speed (from bench/results/speed/*.json).
 
-    python bench/readme_tables.py          # rewrite both tables in README.md
+    python bench/readme_tables.py          # rewrite the tables in README.md
     python bench/readme_tables.py --check  # exit 1 if README.md is out of date
 
-Result rows group runs by recipe: mean test accuracy over the seeds run (and the spread when
-there are several), the expected figure and its source, and the command that reproduces it.
+Result rows group runs by recipe and overrides: mean test accuracy over the seeds run (and the
+spread when there are several), the expected figure and its source, and the command that
+reproduces it. The fine-tuning row comes from bench/finetune_ants_bees.py (validation accuracy).
 """
 
 from __future__ import annotations
@@ -21,39 +22,96 @@ HERE = Path(__file__).resolve().parent
 README = HERE.parent / "README.md"
 
 
-def load_results(folder: Path = HERE / "results") -> dict[str, list[dict]]:
-    grouped: dict[str, list[dict]] = defaultdict(list)
+OPTION_FLAGS = {"learning_rate": "--learning-rate", "batch_size": "--batch-size"}
+
+
+def load_results(folder: Path = HERE / "results") -> dict[tuple, list[dict]]:
+    """Runs grouped by (recipe, overrides)."""
+    grouped: dict[tuple, list[dict]] = defaultdict(list)
     for path in sorted(folder.glob("*.json")):
         record = json.loads(path.read_text())
         if "recipe" in record and "test_accuracy" in record:
-            grouped[record["recipe"]].append(record)
+            overrides = tuple(sorted(record.get("overrides", {}).items()))
+            grouped[(record["recipe"], overrides)].append(record)
     return grouped
 
 
-def table(grouped: dict[str, list[dict]]) -> str:
-    """One row per recipe; the expected figure and its source come from the recipe itself."""
+def spread(values: list[float]) -> str:
+    shown = f"{statistics.mean(values):.2%}"
+    return shown + (f" ± {statistics.stdev(values):.2%}" if len(values) > 1 else "")
+
+
+def table(grouped: dict[tuple, list[dict]], finetune: Path = HERE / "results" / "finetune_ants_bees.json") -> str:
+    """One row per recipe and overrides; the expected figure and its source come from the recipe."""
     from kzoo.recipes import load_recipe
 
     lines = [
         "| recipe | test accuracy | seeds | epochs | minutes (each) | expected | source | command |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for recipe, records in sorted(grouped.items()):
-        accuracies = [r["test_accuracy"] for r in records]
-        shown = f"{statistics.mean(accuracies):.2%}"
-        if len(accuracies) > 1:
-            shown += f" ± {statistics.stdev(accuracies):.2%}"
+    for (recipe, overrides), records in sorted(grouped.items()):
         minutes = statistics.mean(r["wall_time_s"] for r in records) / 60
         recipe_file = load_recipe(recipe)
         expected = recipe_file.expected_accuracy
         seeds = " ".join(str(r["seed"]) for r in sorted(records, key=lambda r: r["seed"]))
-        command = f"`python bench/accuracy.py {recipe} --seeds {seeds} --data-dir ../shared/data`"
+        flags = "".join(f" {OPTION_FLAGS[key]} {value:g}" for key, value in overrides)
+        label = f"`{recipe}`" + "".join(f", {key.replace('_', ' ')} {value:g}" for key, value in overrides)
+        command = f"`python bench/accuracy.py {recipe}{flags} --seeds {seeds} --data-dir ../shared/data`"
         lines.append(
-            f"| `{recipe}` | {shown} | {len(records)} | {records[0]['epochs']} | {minutes:.1f} | "
-            f"{f'{expected:.1%}' if expected else '-'} | {recipe_file.reference} | "
-            f"{command} |"
+            f"| {label} | {spread([r['test_accuracy'] for r in records])} | {len(records)} | "
+            f"{records[0]['epochs']} | {minutes:.1f} | {f'{expected:.1%}' if expected else '-'} | "
+            f"{recipe_file.reference} | {command} |"
+        )
+    if finetune.is_file():
+        doc = json.loads(finetune.read_text())
+        settings, runs = doc["settings"], doc["runs"]
+        lines.append(
+            f"| `{settings['recipe']}` | {spread([r['val_accuracy'] for r in runs])} (validation) | "
+            f"{len(runs)} | {settings['finetune']['head_epochs']} + {settings['epochs']} | "
+            f"{doc['mean_wall_time_s'] / 60:.1f} | {settings['expected_accuracy']:.1%} | "
+            f"{doc['reference']['source']}: {doc['reference']['model']}, "
+            f"{doc['reference']['val_accuracy']:.0%} | `{doc['command']}` |"
         )
     return "\n".join(lines)
+
+
+SPEED_VARIANTS = ("kzoo", "keras_tf", "keras_tf_det", "keras_tf_xla", "keras_jax", "kzoo_jax", "torch")
+
+
+def speed_table(folder: Path = HERE / "results" / "speed") -> str:
+    """One row per variant, one column per workload: images a second, epoch time as a ratio to
+    plain Keras/TF's in the same run, and the fraction of the CPU's fp32 peak; then the commands
+    and the input pipeline's rates."""
+    docs = [json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))]
+    lines = [
+        "| variant | " + " | ".join(f"`{doc['workload']}`" for doc in docs) + " |",
+        "|---|" + "---|" * len(docs),
+    ]
+    for variant in SPEED_VARIANTS:
+        cells = []
+        for doc in docs:
+            row, base = doc["summary"].get(variant), doc["summary"].get("keras_tf")
+            if row is None:
+                cells.append("-")
+                continue
+            ratio = f" · {row['epoch_s'] / base['epoch_s']:.2f}" if base else ""
+            cells.append(f"{row['images_per_s']:,.0f}/s{ratio} · {row['fraction_of_peak']:.0%}")
+        if any(cell != "-" for cell in cells):
+            lines.append(f"| `{variant}` | " + " | ".join(cells) + " |")
+    notes = [""]
+    for doc in docs:
+        notes.append(f"- `{doc['workload']}`: `{doc['command']}`")
+        pipeline = doc.get("pipeline") or {}
+        if "decode_images_per_s" in pipeline:
+            fastest = max(s["images_per_s"] for s in doc["summary"].values())
+            notes.append(
+                f"  - input: image files decode at {pipeline['decode_images_per_s']:,.0f}/s (once, "
+                f"before training); a cached epoch streams at {pipeline['epoch_images_per_s']:,.0f}/s, "
+                f"{pipeline['augmented_epoch_images_per_s']:,.0f}/s with the `{pipeline['augmentation']}` "
+                f"augmentation; the model trains at up to {fastest:,.0f}/s "
+                f"(`{doc.get('pipeline_command', doc['command'])}`)"
+            )
+    return "\n".join(lines + notes)
 
 
 def replace_between_markers(text: str, name: str, body: str) -> str:
@@ -67,7 +125,8 @@ def updated_readme(text: str) -> str:
     from kzoo.catalog import model_table
 
     text = replace_between_markers(text, "models", model_table())
-    return replace_between_markers(text, "results", table(load_results()))
+    text = replace_between_markers(text, "results", table(load_results()))
+    return replace_between_markers(text, "speed", speed_table())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return 0
     README.write_text(updated)
-    print(f"updated the model and results tables in {README}")
+    print(f"updated the model, results and speed tables in {README}")
     return 0
 
 

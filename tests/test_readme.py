@@ -28,3 +28,13 @@ def test_readme_tables_is_generated_from_the_bench_results():
     assert _between(readme, "results") == readme_tables.table(readme_tables.load_results()), (
         "README's results table is stale: run python bench/readme_tables.py"
     )
+
+
+def test_speed_table_is_generated_from_the_speed_results():
+    spec = importlib.util.spec_from_file_location("readme_tables", ROOT / "bench" / "readme_tables.py")
+    readme_tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(readme_tables)
+    readme = (ROOT / "README.md").read_text()
+    assert _between(readme, "speed") == readme_tables.speed_table(), (
+        "README's speed table is stale: run python bench/readme_tables.py"
+    )
