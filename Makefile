@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: test demo browser bench-mnist lint clean
+.PHONY: test demo browser bench-mnist bench-speed lint clean
 
 $(BIN)/.kzoo-installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ demo: $(BIN)/.kzoo-installed
 
 bench-mnist: $(BIN)/.kzoo-installed
 	$(BIN)/python bench/accuracy.py softmax_regression_mnist lenet5_mnist --data-dir ../shared/data
+
+# kzoo vs plain Keras, op determinism, XLA and JAX (and PyTorch, given --torch-python): ~35 min
+bench-speed: $(BIN)/.kzoo-installed
+	$(BIN)/python bench/speed.py --data-dir ../shared/data
 
 lint: $(BIN)/.kzoo-installed
 	$(BIN)/ruff check kzoo tests bench

@@ -57,10 +57,14 @@ def table(grouped: dict[tuple, list[dict]], finetune: Path = HERE / "results" / 
         flags = "".join(f" {OPTION_FLAGS[key]} {value:g}" for key, value in overrides)
         label = f"`{recipe}`" + "".join(f", {key.replace('_', ' ')} {value:g}" for key, value in overrides)
         command = f"`python bench/accuracy.py {recipe}{flags} --seeds {seeds} --data-dir ../shared/data`"
+        if overrides:  # the recipe's figure and source are for its own settings, not these
+            expected, reference = None, "the recipe above, one setting changed"
+        else:
+            reference = recipe_file.reference
         lines.append(
             f"| {label} | {spread([r['test_accuracy'] for r in records])} | {len(records)} | "
             f"{records[0]['epochs']} | {minutes:.1f} | {f'{expected:.1%}' if expected else '-'} | "
-            f"{recipe_file.reference} | {command} |"
+            f"{reference} | {command} |"
         )
     if finetune.is_file():
         doc = json.loads(finetune.read_text())
