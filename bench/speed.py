@@ -8,7 +8,8 @@ pipeline feeds the model, and the fraction of the CPU's arithmetic peak each rea
 Workloads: ``lenet5_mnist`` (54,000 images, batch 128), ``cifar_convnet_deep_cifar10`` (45,000
 images, batch 96, dropout 0.5) and ``mobilenet_v2_ants_bees`` (the fine-tuning phase: 245 images
 at 320x320, top 15% of MobileNetV2 unfrozen, batch 32). Augmentation is off in every variant so
-that all of them do the same work.
+that all of them do the same work; the input pipeline, augmentation included, is timed on its
+own (``--pipeline-only`` re-times just that).
 
 Every variant runs in its own process; variants are interleaved, and the order reversed on
 every other repeat, so that a busy CPU hurts them alike. A variant's epoch time is the median of
@@ -16,8 +17,8 @@ its epochs after the first (the first pays for tracing and compilation). The pla
 build the same model with ``kzoo.build`` and feed it the same cached ``tf.data`` pipeline, so
 ``kzoo / keras_tf`` is the cost of kzoo's training machinery (CSV log, backup, last-good-model
 save, TensorBoard, op determinism). Every variant validates after each epoch, as a user's
-script would. PyTorch runs from ``--torch-python`` (a venv holding
-torch, CPU build); a missing interpreter or backend skips the variant and says so.
+script would. PyTorch runs from ``--torch-python`` (a venv holding torch, CPU build); a missing
+interpreter or backend skips the variant and says so.
 
 Results: bench/results/speed/WORKLOAD.json; ``python bench/readme_tables.py`` puts them in the
 README.
