@@ -13,6 +13,14 @@ def _between(text: str, name: str) -> str:
     return text.split(start, 1)[1].split(end, 1)[0]
 
 
+def _readme_tables():
+    """bench/readme_tables.py, loaded as a module (bench/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("readme_tables", ROOT / "bench" / "readme_tables.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_model_table_is_generated_from_the_registry():
     readme = (ROOT / "README.md").read_text()
     assert _between(readme, "models") == model_table(), (
@@ -21,9 +29,7 @@ def test_model_table_is_generated_from_the_registry():
 
 
 def test_readme_tables_is_generated_from_the_bench_results():
-    spec = importlib.util.spec_from_file_location("readme_tables", ROOT / "bench" / "readme_tables.py")
-    readme_tables = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(readme_tables)
+    readme_tables = _readme_tables()
     readme = (ROOT / "README.md").read_text()
     assert _between(readme, "results") == readme_tables.table(readme_tables.load_results()), (
         "README's results table is stale: run python bench/readme_tables.py"
@@ -31,9 +37,7 @@ def test_readme_tables_is_generated_from_the_bench_results():
 
 
 def test_speed_table_is_generated_from_the_speed_results():
-    spec = importlib.util.spec_from_file_location("readme_tables", ROOT / "bench" / "readme_tables.py")
-    readme_tables = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(readme_tables)
+    readme_tables = _readme_tables()
     readme = (ROOT / "README.md").read_text()
     assert _between(readme, "speed") == readme_tables.speed_table(), (
         "README's speed table is stale: run python bench/readme_tables.py"
