@@ -101,14 +101,12 @@ def workload_arrays(name: str, args):
     if name == "cifar_convnet_deep_cifar10":
         with np.load(cifar_cache(args.data_dir, Path(args.cache))) as data:
             return data["x_train"], data["y_train"], data["x_validation"], data["y_validation"]
-    from kzoo.images import class_folders, read_labelled_folder
+    from kzoo.datasets import image_folder
 
-    folder = Path(args.data_dir) / "hymenoptera_data"
-    classes = class_folders(folder / "train")
-    parts = [read_labelled_folder(folder / part, classes, (320, 320),
-                                  center_crop=WORKLOADS[name]["center_crop"])[0]
-             for part in ("train", "val")]
-    return parts[0].images, parts[0].labels, parts[1].images, parts[1].labels
+    splits = image_folder(Path(args.data_dir) / "hymenoptera_data", (320, 320),
+                          center_crop=WORKLOADS[name]["center_crop"], progress=False)
+    train, validation = splits.examples["train"], splits.examples["validation"]
+    return train.read_all(), train.labels, validation.read_all(), validation.labels
 
 
 # ---------------------------------------------------------------------------- children: timing
@@ -237,40 +235,48 @@ def child_torch(name, args):
 
 
 def child_pipeline(name, args):
-    """Images a second: decoding the image files (once, kzoo.images), and one epoch of the cached
-    tf.data pipeline with and without the augmentation its recipes use (every epoch)."""
-    import tensorflow as tf
+    """Images a second of kzoo's input pipeline: the first scan of the image files (decoding
+    into a fresh image store), then one epoch of batches with and without the augmentation its
+    recipes use (every epoch), held in memory (the default at this size) and streamed from the
+    store (as a folder larger than the memory limit is)."""
+    import os
+    import tempfile
 
     from kzoo.augment import augmentation
-    from kzoo.images import list_image_files, read_images
-    from kzoo.training import make_pipeline
+    from kzoo.datasets import image_folder
+    from kzoo.pipeline import make_pipeline
 
     spec = WORKLOADS[name]
     if name == "cifar_convnet_deep_cifar10":
         from kzoo.datasets import _extract_once
 
-        folder = _extract_once(Path(args.data_dir) / "cifar10_jpg.zip") / "train"
+        folder = _extract_once(Path(args.data_dir) / "cifar10_jpg.zip")
         size, crop = (32, 32), None
     else:
-        folder = Path(args.data_dir) / "hymenoptera_data" / "train"
+        folder = Path(args.data_dir) / "hymenoptera_data"
         size, crop = (320, 320), WORKLOADS[name]["center_crop"]
-    paths = [p for sub in sorted(folder.iterdir()) for p in list_image_files(sub)[0]][:20000]
-    start = time.perf_counter()
-    images, kept, _ = read_images(paths, size, 3, crop)
-    decode = len(kept) / (time.perf_counter() - start)
-    labels = tf.zeros(len(images), tf.int32)
-    out = {"decode_images_per_s": decode, "decoded": len(kept)}
-    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).map(
-        lambda image, label: (tf.cast(image, tf.float32), label))
-    for key, augment in (("epoch_images_per_s", None),
-                         ("augmented_epoch_images_per_s", augmentation(spec["augmentation"], SEED))):
-        pipeline = make_pipeline(dataset, spec["batch"], shuffle_seed=SEED, augment=augment)
-        for _ in pipeline:  # first pass fills the cache
+    os.environ["KZOO_CACHE_DIR"] = tempfile.mkdtemp(prefix="kzoo-bench-cache-")
+    splits = image_folder(folder, size, center_crop=crop, seed=SEED, progress=False)
+    stats = splits.scan.stats
+    examples = splits.examples["train"]
+    out = {"decode_images_per_s": stats.decode_rate, "decoded": stats.decoded,
+           "decode_workers": os.environ.get("KZOO_DECODE_WORKERS", os.cpu_count())}
+    augment = augmentation(spec["augmentation"], SEED)
+    for key, with_augment, limit in (("epoch_images_per_s", False, None),
+                                     ("augmented_epoch_images_per_s", True, None),
+                                     ("streamed_augmented_epoch_images_per_s", True, "0")):
+        if limit is None:
+            os.environ.pop("KZOO_IN_MEMORY_LIMIT_MB", None)
+        else:
+            os.environ["KZOO_IN_MEMORY_LIMIT_MB"] = limit
+        pipeline = make_pipeline(examples, spec["batch"], shuffle_seed=SEED,
+                                 augment=augment if with_augment else None)
+        for _ in pipeline:  # a first pass warms up (and fills the page cache)
             pass
         start = time.perf_counter()
         for _ in pipeline:
             pass
-        out[key] = len(images) / (time.perf_counter() - start)
+        out[key] = len(examples) / (time.perf_counter() - start)
     out["augmentation"] = spec["augmentation"]
     return out
 

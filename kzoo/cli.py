@@ -13,6 +13,7 @@ import csv
 import fnmatch
 import json
 import sys
+from pathlib import Path
 
 from kzoo.errors import KzooError
 
@@ -64,8 +65,8 @@ def _train(args: argparse.Namespace) -> None:
 
     train(
         args.recipe, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-        dropout=args.dropout, seed=args.seed, data_dir=args.data_dir, run_dir=args.run_dir,
-        resume=args.resume,
+        dropout=args.dropout, class_weight=args.class_weight, seed=args.seed,
+        data_dir=args.data_dir, run_dir=args.run_dir, resume=args.resume,
     )
 
 
@@ -98,10 +99,42 @@ def _finetune(args: argparse.Namespace) -> None:
         head_learning_rate=args.head_lr, batch_size=args.batch_size,
         augmentation=args.augmentation, unfreeze=args.unfreeze,
         discriminative_lr=args.discriminative_lr,
-        cache_features=False if args.no_cache_features else None, seed=args.seed,
+        cache_features=False if args.no_cache_features else None,
+        class_weight=args.class_weight, keep_best=False if args.keep_last else None, seed=args.seed,
         validation_split=args.validation_split, data_dir=args.data_dir, run_dir=args.run_dir,
         verbose=2 if args.quiet else "auto",
     )
+
+
+def _audit(args: argparse.Namespace) -> None:
+    from kzoo.folders import Framing, audit, format_audit, scan_folder, write_atomically
+
+    side = args.image_size
+    framing = Framing((side, side), 3, args.center_crop)
+    report = audit(scan_folder(args.folder, framing, progress=not args.quiet))
+    output = Path(args.output)
+    write_atomically(output, lambda partial: partial.write_text(json.dumps(report, indent=2)))
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    print(format_audit(report))
+    for entry in report["duplicates"]["across_splits"][:10]:
+        print(f"  duplicate across splits: {'  =  '.join(entry['files'])}")
+    print(f"kzoo: audit written to {output}")
+
+
+def _cache(args: argparse.Namespace) -> None:
+    from kzoo.folders import cache_dir, cache_entries, cache_size, clear_cache
+
+    if args.action == "clear":
+        freed = clear_cache(args.folder)
+        print(f"kzoo: freed {freed / 1e6:.1f} MB from {cache_dir()}")
+        return
+    for entry in cache_entries():
+        print(entry["folder"])
+        for store in entry["stores"]:
+            print(f"  {store['split_framing']:40} {store['bytes'] / 1e6:10.1f} MB  {store['key']}")
+    print(f"{cache_dir()}: {cache_size() / 1e6:.1f} MB in all")
 
 
 def _print_predictions(results, output_format: str, top_k: int) -> None:
@@ -200,6 +233,8 @@ def make_parser() -> argparse.ArgumentParser:
     training.add_argument("--batch-size", type=int)
     training.add_argument("--lr", type=float, help="learning rate")
     training.add_argument("--dropout", type=float, help="the model's dropout rate")
+    training.add_argument("--class-weight", choices=("balanced", "none"),
+                          help="balanced: weigh each class's loss by the inverse of its share")
     training.add_argument("--seed", type=int)
     training.add_argument("--data-dir", help="folder holding the data (mnist.npz, cifar10/...)")
     training.add_argument("--run-dir", help="where results go (default runs/RECIPE-TIME)")
@@ -237,6 +272,10 @@ def make_parser() -> argparse.ArgumentParser:
                         help="lower layers learn slower, down to F times the rate (0 < F <= 1)")
     tuning.add_argument("--no-cache-features", action="store_true",
                         help="run the backbone every head epoch instead of caching its features")
+    tuning.add_argument("--class-weight", choices=("balanced", "none"),
+                        help="balanced: weigh each class's loss by the inverse of its share")
+    tuning.add_argument("--keep-last", action="store_true",
+                        help="keep each phase's last epoch, not its best validation epoch")
     tuning.add_argument("--seed", type=int)
     tuning.add_argument("--validation-split", type=float,
                         help="fraction held out when FOLDER has no val/ folder")
@@ -244,6 +283,27 @@ def make_parser() -> argparse.ArgumentParser:
     tuning.add_argument("--run-dir", help="where results go (default runs/RECIPE-TIME)")
     tuning.add_argument("--quiet", action="store_true", help="one line per epoch, no progress bars")
     tuning.set_defaults(run=_finetune)
+
+    auditing = commands.add_parser(
+        "audit", help="check an image folder before training: counts, skips, duplicates",
+        description="Scan FOLDER (decoding every image once, into the cache that training "
+        "then reuses) and report images per class and split, the imbalance ratio, skipped "
+        "files, byte-identical files within and across splits (leakage), sizes and modes.",
+    )
+    auditing.add_argument("folder", help="train/ val/ test/ folders of class folders, or class folders")
+    auditing.add_argument("--image-size", type=int, default=224,
+                          help="side the images are cached at (default 224)")
+    auditing.add_argument("--center-crop", type=_crop, default=0.875, metavar="F",
+                          help="framing the images are cached at (default 0.875, as finetune)")
+    auditing.add_argument("--output", default="audit.json", help="where to write the report")
+    auditing.add_argument("--json", action="store_true", help="print the report as JSON")
+    auditing.add_argument("--quiet", action="store_true", help="no progress line")
+    auditing.set_defaults(run=_audit)
+
+    caching = commands.add_parser("cache", help="show or free kzoo's cache of decoded images")
+    caching.add_argument("action", choices=("list", "clear"))
+    caching.add_argument("folder", nargs="?", help="with clear: only this image folder's cache")
+    caching.set_defaults(run=_cache)
 
     predicting = commands.add_parser("predict", help="classify images with a trained run")
     predicting.add_argument("run_dir", help="a run directory (or a .keras file)")

@@ -25,14 +25,9 @@ import numpy as np
 import tensorflow as tf
 
 from kzoo.errors import KzooError
-from kzoo.images import (  # noqa: F401  (IMAGE_EXTENSIONS: re-exported)
-    IMAGE_EXTENSIONS,
-    LabelledImages,
-    Skipped,
-    class_folders,
-    list_image_files,
-    read_labelled_folder,
-)
+from kzoo.folders import FolderScan, Framing, cache_dir, scan_folder
+from kzoo.images import IMAGE_EXTENSIONS, Skipped  # noqa: F401  (IMAGE_EXTENSIONS: re-exported)
+from kzoo.pipeline import Examples
 
 CIFAR10_CLASSES = [
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
@@ -42,18 +37,49 @@ _PACKAGE_DATA = Path(__file__).resolve().parent / "data"
 
 @dataclass
 class Splits:
-    """Train, validation and test datasets of ``(image, label)`` pairs, plus what they hold."""
+    """A dataset's splits as :class:`kzoo.pipeline.Examples` (``train``, ``validation``, and
+    ``test`` where the dataset has a test split of its own), plus what they hold.
 
-    train: tf.data.Dataset
-    validation: tf.data.Dataset
-    test: tf.data.Dataset
+    ``train``, ``validation`` and ``test`` are the same splits as unbatched ``tf.data``
+    datasets of (raw pixels, label). A dataset without a test split has none: ``test`` is then
+    the validation split, ``test_split`` says ``"validation"``, and its figures are
+    validation figures.
+    """
+
+    examples: dict[str, Examples]
     class_names: list[str]
-    sizes: dict[str, int] = field(default_factory=dict)
     skipped: list[Skipped] = field(default_factory=list)  # files of an image folder left out
+    scan: FolderScan | None = None  # an image folder's scan: records, statistics, for the audit
+
+    @property
+    def has_test(self) -> bool:
+        return "test" in self.examples
+
+    @property
+    def test_split(self) -> str:
+        """The split that test figures come from: ``test``, or ``validation`` where there is
+        no test split."""
+        return "test" if self.has_test else "validation"
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return {key: len(part) for key, part in self.examples.items()}
+
+    @property
+    def train(self) -> tf.data.Dataset:
+        return self.examples["train"].dataset()
+
+    @property
+    def validation(self) -> tf.data.Dataset:
+        return self.examples["validation"].dataset()
+
+    @property
+    def test(self) -> tf.data.Dataset:
+        return self.examples[self.test_split].dataset()
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.train.element_spec[0].shape)
+        return self.examples["train"].row_shape
 
 
 # --- where the data lives ---------------------------------------------------------------------
@@ -117,14 +143,9 @@ def _from_arrays(x_train, y_train, x_test, y_test, class_names, validation_split
     if x_val is None:
         keep, held = _split_indices(len(x_train), validation_split, seed)
         x_train, x_val, y_train, y_val = x_train[keep], x_train[held], y_train[keep], y_train[held]
-    make = tf.data.Dataset.from_tensor_slices
-    return Splits(
-        train=make((x_train, y_train)),
-        validation=make((x_val, y_val)),
-        test=make((x_test, y_test)),
-        class_names=list(class_names),
-        sizes={"train": len(x_train), "validation": len(x_val), "test": len(x_test)},
-    )
+    parts = {"train": (x_train, y_train), "validation": (x_val, y_val), "test": (x_test, y_test)}
+    return Splits({key: Examples.from_arrays(x, y) for key, (x, y) in parts.items()},
+                  class_names=list(class_names))
 
 
 # --- named datasets --------------------------------------------------------------------------
@@ -164,7 +185,7 @@ def _cifar10_pickles(folder: Path, validation_split, seed) -> Splits:
 
 def _extract_once(archive: Path) -> Path:
     """Unzip ``archive`` into the kzoo cache (once; a half-extracted copy is never used)."""
-    cache = Path(os.environ.get("KZOO_CACHE_DIR", Path.home() / ".cache" / "kzoo"))
+    cache = cache_dir()
     target = cache / archive.stem
     if not target.is_dir():
         cache.mkdir(parents=True, exist_ok=True)
@@ -178,7 +199,7 @@ def _extract_once(archive: Path) -> Path:
     return target
 
 
-def _cifar10(folders, validation_split, seed, input_shape) -> Splits:
+def _cifar10(folders, validation_split, seed, input_shape, progress) -> Splits:
     found = _find(["cifar10", "cifar10_jpg", "cifar-10-batches-py", "cifar10_jpg.zip"], folders)
     if found is None:
         import keras
@@ -196,7 +217,7 @@ def _cifar10(folders, validation_split, seed, input_shape) -> Splits:
         found = _extract_once(found)
     height, width, channels = input_shape or (32, 32, 3)
     splits = image_folder(found, image_size=(height, width), channels=channels,
-                          validation_split=validation_split, seed=seed)
+                          validation_split=validation_split, seed=seed, progress=progress)
     if splits.class_names != CIFAR10_CLASSES:
         raise KzooError(
             f"{str(found)!r} is not CIFAR-10: its class folders are {', '.join(splits.class_names)}; "
@@ -234,98 +255,35 @@ def find_image_folder(name: str | os.PathLike, folders: Sequence[Path] = ()) -> 
     return folder
 
 
-def image_folder_arrays(
-    folder: str | os.PathLike,
-    image_size: tuple[int, int] = (224, 224),
-    channels: int = 3,
-    validation_split: float = 0.1,
-    seed: int = 0,
-    center_crop: float | None = None,
-) -> tuple[dict[str, LabelledImages], list[str], list[Skipped]]:
-    """The decoded splits of a class-per-folder tree, its class names, and the skipped files.
-
-    The tree holds ``train/`` with ``val/`` (or ``validation/``) and/or ``test/``, or the class
-    folders directly; without a validation folder a seeded validation split is carved from the
-    training images. Without a test folder the validation split doubles as the test split.
-    Every file is decoded here (see :mod:`kzoo.images`; ``center_crop`` frames the images as
-    :func:`kzoo.images.crop_box` says), so a bad one never stops an epoch.
-    """
-    folder = Path(folder).expanduser()
-    if not folder.is_dir():
-        raise KzooError(f"image folder {str(folder)!r} does not exist or is not a folder")
-    val_dir = next((folder / n for n in ("val", "validation") if (folder / n).is_dir()), None)
-    test_dir = folder / "test" if (folder / "test").is_dir() else None
-    train_dir = folder / "train" if (folder / "train").is_dir() else None
-    if train_dir is None and val_dir is None and test_dir is None:
-        train_dir = folder
-    if train_dir is None:
-        raise KzooError(
-            f"image folder {str(folder)!r} has val/ or test/ but no train/ folder; add train/ "
-            "with one folder per class, or pass a folder holding the class folders directly"
-        )
-    class_names = class_folders(train_dir)
-    if len(class_names) < 2:
-        loose = len(list_image_files(train_dir)[0]) if not class_names else 0
-        hint = f" ({loose} images lie directly in it)" if loose else ""
-        raise KzooError(
-            f"image folder {str(train_dir)!r} has {len(class_names)} class folder(s) "
-            f"({', '.join(class_names) or 'none'}){hint}; expected at least 2, one folder per "
-            "class, named after the class"
-        )
-    for other in (val_dir, test_dir):
-        extra = sorted(set(class_folders(other)) - set(class_names)) if other else []
-        if extra:
-            raise KzooError(
-                f"{str(other)!r} has class folder(s) {', '.join(extra)} that "
-                f"{str(train_dir)!r} lacks; every class needs training images"
-            )
-    size = tuple(int(s) for s in image_size)
-
-    def read(part: Path) -> tuple[LabelledImages, list[Skipped]]:
-        return read_labelled_folder(part, class_names, size, channels, center_crop)
-
-    train, skipped = read(train_dir)
-    split = {}
-    if val_dir is not None:
-        split["train"] = train
-        split["validation"], more = read(val_dir)
-        skipped += more
-    else:
-        keep, held = _split_indices(len(train.labels), validation_split, seed)
-        split["train"], split["validation"] = train.subset(keep), train.subset(held)
-    if test_dir is not None:
-        split["test"], more = read(test_dir)
-        skipped += more
-    else:
-        split["test"] = split["validation"]
-    return split, class_names, skipped
-
-
 def image_folder(
     folder: str | os.PathLike,
     image_size: tuple[int, int] = (224, 224),
     channels: int = 3,
     validation_split: float = 0.1,
     seed: int = 0,
+    center_crop: float | None = None,
+    progress: bool = True,
 ) -> Splits:
-    """A class-per-folder image tree as :class:`Splits` (see :func:`image_folder_arrays`).
+    """A class-per-folder tree as :class:`Splits`, through the folder's image store (see
+    :mod:`kzoo.folders`: scanned once, decoded once, streamed when large).
 
-    Files that are not images or do not decode are left out and listed in ``Splits.skipped``.
+    The tree holds ``train/`` with ``val/`` (or ``validation/``) and/or ``test/``, or the class
+    folders directly; without a validation folder a seeded ``validation_split`` of the training
+    images is held out. Without a test folder there is no test split. Files that are not images
+    or do not decode are left out and listed in ``Splits.skipped``; ``center_crop`` frames the
+    images as :func:`kzoo.images.crop_box` says.
     """
-    split, class_names, skipped = image_folder_arrays(folder, image_size, channels,
-                                                      validation_split, seed)
-    return Splits(
-        class_names=class_names,
-        sizes={key: len(part.labels) for key, part in split.items()},
-        skipped=skipped,
-        **{key: labelled_dataset(part) for key, part in split.items()},
-    )
-
-
-def labelled_dataset(part: LabelledImages) -> tf.data.Dataset:
-    """Decoded images as an unbatched ``(float32 pixels, int32 label)`` dataset."""
-    pairs = tf.data.Dataset.from_tensor_slices((part.images, part.labels))
-    return pairs.map(lambda image, label: (tf.cast(image, tf.float32), label))
+    framing = Framing(tuple(int(s) for s in image_size), channels, center_crop)
+    scan = scan_folder(folder, framing, progress=progress)
+    examples = {key: Examples.from_rows(part.store.rows, part.rows, part.labels, part.paths)
+                for key, part in scan.parts.items()}
+    if "validation" not in examples:
+        train = scan.parts["train"]  # carve in listing order, so the split never depends on the cache
+        keep, held = _split_indices(len(train.labels), validation_split, seed)
+        whole = Examples(train.store.rows, train.rows, train.labels, train.paths)
+        examples["train"], examples["validation"] = whole.subset(keep), whole.subset(held)
+    ordered = {key: examples[key] for key in ("train", "validation", "test") if key in examples}
+    return Splits(ordered, scan.class_names, skipped=scan.skipped, scan=scan)
 
 
 DATASETS = ("mnist", "mnist_sample", "cifar10", "or", "and", "xor")
@@ -337,13 +295,15 @@ def load_dataset(
     validation_split: float = 0.1,
     seed: int = 0,
     input_shape: tuple[int, int, int] | None = None,
+    progress: bool = True,
 ) -> Splits:
     """Load a named dataset (``mnist``, ``mnist_sample``, ``cifar10``, ``or``, ``and``, ``xor``)
     or an image folder (a path, or a folder name inside a data directory) as train /
     validation / test ``tf.data`` splits.
 
     Images read from files are resized to ``input_shape`` (height, width, channels), the input
-    of the model they are for; in-memory arrays keep their shape.
+    of the model they are for; in-memory arrays keep their shape. ``progress`` shows the scan
+    of an image folder.
 
     >>> splits = load_dataset("mnist", data_dir="~/data")   # reads ~/data/mnist.npz
     """
@@ -355,12 +315,12 @@ def load_dataset(
     if name == "mnist":
         return _mnist(_find(["mnist.npz"], folders), folders, validation_split, seed)
     if name == "cifar10":
-        return _cifar10(folders, validation_split, seed, input_shape)
+        return _cifar10(folders, validation_split, seed, input_shape, progress)
     folder = find_image_folder(name, folders)
     if folder.is_dir() or os.sep in name:
         height, width, channels = input_shape or (224, 224, 3)
         return image_folder(folder, image_size=(height, width), channels=channels,
-                            validation_split=validation_split, seed=seed)
+                            validation_split=validation_split, seed=seed, progress=progress)
     close = difflib.get_close_matches(name, DATASETS, n=2)
     hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
     raise KzooError(

@@ -33,21 +33,23 @@ import fnmatch
 import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from kzoo.augment import augmentation as make_augmentation
-from kzoo.datasets import data_dirs, find_image_folder, image_folder_arrays, labelled_dataset
+from kzoo.datasets import Splits, data_dirs, find_image_folder, image_folder
 from kzoo.errors import KzooError
 from kzoo.evaluation import classification_metrics, format_confusion_matrix, format_per_class
-from kzoo.images import LabelledImages, Skipped, describe_skipped
+from kzoo.folders import RowFile, audit, scratch_dir
+from kzoo.images import Skipped, describe_skipped
 from kzoo.models.blocks import ClassifierInfo, with_classifier_info
+from kzoo.pipeline import ArrayRows, Examples, in_memory_limit, make_pipeline, streams
 from kzoo.recipes import FineTune, Optimizer, Recipe, load_recipe
 from kzoo.registry import build, get_spec, list_models
 from kzoo.training import (
@@ -56,8 +58,9 @@ from kzoo.training import (
     _versions,
     _write_json_atomically,
     choose_run_dir,
+    class_weights,
     make_optimizer,
-    make_pipeline,
+    print_data_summary,
     start_run_dir,
 )
 from kzoo.weights import search_weights_in
@@ -251,12 +254,64 @@ def _head(model: keras.Model) -> keras.Model:
     return keras.Model(inputs, x, name="head")
 
 
-def _features(extractor, images: np.ndarray, batch_size: int, augment=None) -> np.ndarray:
-    dataset = tf.data.Dataset.from_tensor_slices(images).batch(batch_size)
-    dataset = dataset.map(lambda x: tf.cast(x, tf.float32))
-    if augment is not None:
-        dataset = dataset.map(lambda x: augment(x, training=True))
-    return extractor.predict(dataset.prefetch(tf.data.AUTOTUNE), verbose=0)
+class KeepBestEpoch(keras.callbacks.Callback):
+    """At the end of training, restore the weights of the epoch with the best validation
+    accuracy (ties: the lower validation loss). ``baseline`` is the (accuracy, loss) of the
+    weights training starts from: they are kept unless an epoch beats them. ``best_epoch`` is
+    the kept epoch (0-based), or ``None`` for the starting weights."""
+
+    def __init__(self, baseline: tuple[float, float] | None = None):
+        super().__init__()
+        self.best = None if baseline is None else (baseline[0], -baseline[1])
+        self.best_epoch: int | None = None
+        self.best_weights = None
+        self.last_epoch: int | None = None
+
+    def on_train_begin(self, logs=None):
+        if self.best is not None:
+            self.best_weights = self.model.get_weights()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        self.last_epoch = epoch
+        if "val_accuracy" not in logs:
+            return
+        score = (float(logs["val_accuracy"]), -float(logs.get("val_loss", 0.0)))
+        if not all(math.isfinite(v) for v in score):
+            return
+        if self.best is None or score > self.best:
+            self.best, self.best_epoch, self.best_weights = score, epoch, self.model.get_weights()
+
+    def on_train_end(self, logs=None):
+        if self.best_weights is not None and self.best_epoch != self.last_epoch:
+            self.model.set_weights(self.best_weights)
+        self.best_weights = None  # free the copy
+
+    @property
+    def best_scores(self) -> tuple[float, float] | None:
+        return None if self.best is None else (self.best[0], -self.best[1])
+
+
+def _features(extractor: keras.Model, examples: Examples, batch_size: int, augment, path: Path,
+              ) -> Examples:
+    """The backbone's pooled features of ``examples`` (augmented if ``augment``), as float16
+    rows: in memory when they are small, else in a file at ``path``."""
+    dim = int(extractor.output_shape[-1])
+    count = len(examples)
+    if count * dim * 2 <= in_memory_limit():
+        rows, out = None, np.empty((count, dim), dtype=np.float16)
+    else:
+        rows, out = RowFile.create(path, (dim,), np.float16, count), None
+    start = 0
+    for images, _ in make_pipeline(examples, batch_size, augment=augment):
+        values = np.asarray(extractor.predict_on_batch(images), dtype=np.float16)
+        if rows is None:
+            out[start:start + len(values)] = values
+        else:
+            rows.write_rows(range(start, start + len(values)), values)
+        start += len(values)
+    source = ArrayRows(out) if rows is None else rows
+    return Examples(source, np.arange(count, dtype=np.int64), examples.labels, examples.paths)
 
 
 def _should_cache(settings: FineTune, augment) -> tuple[bool, int]:
@@ -267,74 +322,99 @@ def _should_cache(settings: FineTune, augment) -> tuple[bool, int]:
     return bool(settings.cache_features), views
 
 
+class PhaseResult(NamedTuple):
+    """One phase's history, timings, and the epoch whose weights it kept (0-based; ``None``:
+    the weights it started from)."""
+
+    history: dict[str, list[float]]
+    timings: dict[str, float]
+    kept_epoch: int | None = None
+    kept_scores: tuple[float, float] | None = None
+
+
+def _phase_result(history, timings, keep: KeepBestEpoch | None) -> PhaseResult:
+    if keep is None:  # --keep-last: the last epoch's weights
+        return PhaseResult(history, timings, len(history.get("loss", [])) - 1 or None)
+    return PhaseResult(history, timings, keep.best_epoch, keep.best_scores)
+
+
+def _callbacks(recipe: Recipe, baseline=None) -> tuple[list, KeepBestEpoch | None]:
+    keep = KeepBestEpoch(baseline) if recipe.finetune.keep_best else None
+    return [keras.callbacks.TerminateOnNaN(), *([keep] if keep else [])], keep
+
+
 def train_head(
-    model: keras.Model, train: LabelledImages, validation: LabelledImages, recipe: Recipe,
-    augment, verbose: str | int = "auto",
-) -> tuple[dict[str, list[float]], dict[str, float]]:
-    """Phase one: the head on the frozen backbone. Returns its history and timings."""
+    model: keras.Model, splits: Splits, recipe: Recipe, augment, verbose: str | int = "auto",
+) -> PhaseResult:
+    """Phase one: the head on the frozen backbone."""
     settings = recipe.finetune
     backbone_of(model).trainable = False
     timings: dict[str, float] = {}
     if settings.head_epochs == 0:
-        return {}, timings
+        return PhaseResult({}, timings)
+    train, validation = splits.examples["train"], splits.examples["validation"]
+    weights = class_weights(recipe, train.labels, len(splits.class_names))
     optimizer = keras.optimizers.Adam(settings.head_learning_rate)
+    callbacks, keep = _callbacks(recipe)
     cache, views = _should_cache(settings, augment)
+    batch = recipe.batch_size
     if not cache:
         model.compile(optimizer=optimizer, loss=LOSS, metrics=["accuracy"])
         started = time.perf_counter()
         history = model.fit(
-            make_pipeline(labelled_dataset(train), recipe.batch_size, shuffle_seed=recipe.seed,
-                          augment=augment),
-            validation_data=make_pipeline(labelled_dataset(validation), recipe.batch_size),
-            epochs=settings.head_epochs, verbose=verbose, shuffle=False,
-            callbacks=[keras.callbacks.TerminateOnNaN()],
+            make_pipeline(train, batch, shuffle_seed=recipe.seed, augment=augment),
+            validation_data=make_pipeline(validation, batch), epochs=settings.head_epochs,
+            verbose=verbose, shuffle=False, callbacks=callbacks, class_weight=weights,
         )
         timings["head_s"] = time.perf_counter() - started
-        return history.history, timings
+        return _phase_result(history.history, timings, keep)
 
     started = time.perf_counter()
     extractor = _pooled_features(model)
-    batch = recipe.batch_size
-    train_views = [_features(extractor, train.images, batch)]
-    train_views += [_features(extractor, train.images, batch, augment) for _ in range(views - 1)]
-    val_features = _features(extractor, validation.images, batch)
-    timings["features_s"] = time.perf_counter() - started
-    print(f"kzoo: cached backbone features of {views} view(s) of the training images "
-          f"({timings['features_s']:.1f}s)")
-
-    # Epoch e trains on view e mod views: every epoch is one pass over the images, as uncached.
-    def view(features: np.ndarray, index: int) -> tf.data.Dataset:
-        pairs = tf.data.Dataset.from_tensor_slices((features, train.labels))
-        return pairs.shuffle(len(features), seed=recipe.seed + index).batch(batch)
-
-    dataset = view(train_views[0], 0)
-    for index, features in enumerate(train_views[1:], start=1):
-        dataset = dataset.concatenate(view(features, index))
-    head = _head(model)
-    head.compile(optimizer=optimizer, loss=LOSS, metrics=["accuracy"])
-    started = time.perf_counter()
-    history = head.fit(
-        dataset.repeat(), steps_per_epoch=math.ceil(len(train.labels) / batch),
-        validation_data=(val_features, validation.labels), epochs=settings.head_epochs,
-        verbose=verbose, shuffle=False, callbacks=[keras.callbacks.TerminateOnNaN()],
-    )
-    timings["head_s"] = time.perf_counter() - started
-    return history.history, timings
+    scratch = scratch_dir()
+    try:
+        train_views = [_features(extractor, train, batch, augment if view else None,
+                                 scratch / f"train-{view}.f16") for view in range(views)]
+        val_features = _features(extractor, validation, batch, None, scratch / "validation.f16")
+        timings["features_s"] = time.perf_counter() - started
+        where = "in memory" if val_features.in_memory else "on disk"
+        print(f"kzoo: cached backbone features of {views} view(s) of the training images "
+              f"({where}, {timings['features_s']:.1f}s)")
+        # Epoch e trains on view e mod views: every epoch is one pass over the images, as uncached.
+        dataset = make_pipeline(train_views[0], batch, shuffle_seed=recipe.seed)
+        for index, features in enumerate(train_views[1:], start=1):
+            dataset = dataset.concatenate(make_pipeline(features, batch,
+                                                        shuffle_seed=recipe.seed + index))
+        head = _head(model)
+        head.compile(optimizer=optimizer, loss=LOSS, metrics=["accuracy"])
+        started = time.perf_counter()
+        history = head.fit(
+            dataset.repeat(), steps_per_epoch=math.ceil(len(train) / batch),
+            validation_data=make_pipeline(val_features, batch), epochs=settings.head_epochs,
+            verbose=verbose, shuffle=False, callbacks=callbacks, class_weight=weights,
+        )
+        timings["head_s"] = time.perf_counter() - started
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return _phase_result(history.history, timings, keep)
 
 
 # --- phase two: fine-tuning --------------------------------------------------------------------
 
 
 def train_top(
-    model: keras.Model, train: LabelledImages, validation: LabelledImages, recipe: Recipe,
-    augment, verbose: str | int = "auto",
-) -> tuple[dict[str, list[float]], dict[str, float]]:
-    """Phase two: the top of the backbone unfrozen, at the recipe's learning rate."""
+    model: keras.Model, splits: Splits, recipe: Recipe, augment, verbose: str | int = "auto",
+    baseline: tuple[float, float] | None = None,
+) -> PhaseResult:
+    """Phase two: the top of the backbone unfrozen, at the recipe's learning rate. With
+    ``keep_best``, the model it started from (validation ``baseline``: accuracy, loss) is kept
+    unless an epoch beats it."""
     settings = recipe.finetune
     if settings.unfreeze == 0 or recipe.epochs == 0:
-        return {}, {}
+        return PhaseResult({}, {})
+    train, validation = splits.examples["train"], splits.examples["validation"]
     unfrozen = unfreeze_top(model, settings.unfreeze)
-    steps = math.ceil(len(train.labels) / recipe.batch_size)
+    steps = math.ceil(len(train) / recipe.batch_size)
     optimizer = make_optimizer(recipe.optimizer, steps, recipe.epochs)
     multipliers = {**settings.lr_multipliers,
                    **discriminative_multipliers(unfrozen, settings.discriminative_lr)}
@@ -344,15 +424,15 @@ def train_top(
     trainable = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
     print(f"kzoo: fine-tuning the top {len(unfrozen)} layers of the backbone "
           f"({trainable:,} trainable parameters) for {recipe.epochs} epochs")
+    callbacks, keep = _callbacks(recipe, baseline)
     started = time.perf_counter()
     history = model.fit(
-        make_pipeline(labelled_dataset(train), recipe.batch_size, shuffle_seed=recipe.seed,
-                      augment=augment),
-        validation_data=make_pipeline(labelled_dataset(validation), recipe.batch_size),
-        epochs=recipe.epochs, verbose=verbose, shuffle=False,
-        callbacks=[keras.callbacks.TerminateOnNaN()],
+        make_pipeline(train, recipe.batch_size, shuffle_seed=recipe.seed, augment=augment),
+        validation_data=make_pipeline(validation, recipe.batch_size),
+        epochs=recipe.epochs, verbose=verbose, shuffle=False, callbacks=callbacks,
+        class_weight=class_weights(recipe, train.labels, len(splits.class_names)),
     )
-    return history.history, {"finetune_s": time.perf_counter() - started}
+    return _phase_result(history.history, {"finetune_s": time.perf_counter() - started}, keep)
 
 
 # --- the run ----------------------------------------------------------------------------------------
@@ -424,6 +504,8 @@ def fine_tune(
     cache_features: bool | str | None = None,
     feature_views: int | None = None,
     dropout: float | None = None,
+    class_weight: str | None = None,
+    keep_best: bool | None = None,
     seed: int | None = None,
     validation_split: float | None = None,
     data_dir: str | os.PathLike | None = None,
@@ -439,7 +521,9 @@ def fine_tune(
     ``weights`` is ``"imagenet"`` (found in ``data_dir``/``$KZOO_DATA_DIR``'s ``weights/``,
     Keras's cache, or downloaded), a weights file, or ``None`` for random initialisation.
     ``center_crop`` frames the images (the kept central fraction; ``None``: whole, squashed).
-    ``epochs`` counts the fine-tuning epochs after the ``head_epochs``.
+    ``epochs`` counts the fine-tuning epochs after the ``head_epochs``. ``class_weight=
+    "balanced"`` weighs the loss of each class by the inverse of its share of the training
+    images. ``keep_best`` (default) ends each phase with its best validation epoch's weights.
 
     >>> model, history, metrics, run_dir = kzoo.fine_tune("ants_bees/", backbone="mobilenet_v2")
     """
@@ -450,7 +534,7 @@ def fine_tune(
         batch_size=batch_size, augmentation=augmentation, unfreeze=unfreeze,
         discriminative_lr=discriminative_lr, lr_multipliers=lr_multipliers,
         cache_features=cache_features, feature_views=feature_views,
-        dropout=dropout, seed=seed,
+        dropout=dropout, class_weight=class_weight, keep_best=keep_best, seed=seed,
         validation_split=validation_split,
     )
     folders = data_dirs(data_dir)
@@ -468,15 +552,17 @@ def fine_tune(
     _seed_everything(recipe.seed)
     spec_shape = get_spec(recipe.model).input_shape or (224, 224, 3)
     shape = tuple(recipe.model_kwargs.get("input_shape", spec_shape))
-    split, class_names, skipped = image_folder_arrays(
-        folder, shape[:2], shape[2], recipe.validation_split, recipe.seed,
-        center_crop=recipe.finetune.center_crop,
-    )
-    train, validation = split["train"], split["validation"]
-    print(f"kzoo: fine-tuning {recipe.model} on {folder}: {len(train.labels)} training and "
-          f"{len(validation.labels)} validation images, {len(class_names)} classes "
+    splits = image_folder(folder, shape[:2], shape[2], recipe.validation_split, recipe.seed,
+                          center_crop=recipe.finetune.center_crop, progress=verbose != 0)
+    class_names, skipped = splits.class_names, splits.skipped
+    sizes = splits.sizes
+    print(f"kzoo: fine-tuning {recipe.model} on {folder}: {sizes['train']} training and "
+          f"{sizes['validation']} validation images"
+          + (f", {sizes['test']} test images" if "test" in sizes else " (no test split)")
+          + f", {len(class_names)} classes "
           f"({', '.join(class_names[:10])}{', ...' if len(class_names) > 10 else ''}); "
           f"run dir {run_dir}")
+    print_data_summary(splits)
     if skipped:
         print("kzoo: " + describe_skipped(skipped, root=folder) + "  (all in skipped.csv)")
     read_s = time.perf_counter() - started
@@ -488,32 +574,39 @@ def fine_tune(
     start_run_dir(recipe, run_dir)  # only now: bad input above leaves no run directory behind
     _write_skipped(skipped, run_dir / "skipped.csv")
     (run_dir / "class_names.json").write_text(json.dumps(class_names, indent=2))
+    _write_json_atomically(run_dir / "audit.json", audit(splits.scan))
     augment = make_augmentation(recipe.augmentation, seed=recipe.seed)
-    head_history, head_times = train_head(model, train, validation, recipe, augment, verbose)
-    top_history, top_times = train_top(model, train, validation, recipe, augment, verbose)
-    history = _merge_history([("head", head_history), ("fine-tune", top_history)])
+    head = train_head(model, splits, recipe, augment, verbose)
+    top = train_top(model, splits, recipe, augment, verbose, baseline=head.kept_scores)
+    history = _merge_history([("head", head.history), ("fine-tune", top.history)])
     _write_history(history, run_dir / "history.csv")
-    if history["loss"] and not math.isfinite(history["loss"][-1]):
+    if history["loss"] and not math.isfinite(history["loss"][-1]) and not recipe.finetune.keep_best:
         raise KzooError(
             f"the loss became NaN while fine-tuning; lower the learning rates (head "
             f"{recipe.finetune.head_learning_rate}, fine-tune {recipe.optimizer.learning_rate})"
         )
+    kept = _kept_epoch(head, top)
+    if kept is not None:
+        print(f"kzoo: keeping the model of epoch {kept['epoch']} ({kept['phase']}, validation "
+              f"accuracy {history['val_accuracy'][kept['epoch'] - 1]:.4f})")
     save_for_inference(model, run_dir / "model.keras")
     wall_time = time.perf_counter() - started
 
-    metrics, probabilities = evaluate_splits(model, split, class_names, recipe.batch_size)
-    write_predictions(validation, probabilities["validation"], class_names,
+    metrics, probabilities = evaluate_splits(model, splits, recipe.batch_size)
+    write_predictions(splits.examples["validation"], probabilities["validation"], class_names,
                       run_dir / "predictions.csv")
     metrics.update(
         status="completed", recipe=recipe.name, model=recipe.model, dataset=str(folder),
-        seed=recipe.seed, sizes={key: len(part.labels) for key, part in split.items()},
-        skipped=len(skipped), epochs_run=len(history["epoch"]),
+        seed=recipe.seed, sizes=sizes, skipped=len(skipped), epochs_run=len(history["epoch"]),
         final_val_accuracy=history["val_accuracy"][-1] if history["epoch"] else None,
-        wall_time_s=round(wall_time, 2),
+        kept_epoch=kept, wall_time_s=round(wall_time, 2),
         timings_s={key: round(value, 2) for key, value in
-                   {"read_images": read_s, **head_times, **top_times}.items()},
-        finetune=dataclasses.asdict(recipe.finetune), versions=_versions(),
-        expected_accuracy=recipe.expected_accuracy,
+                   {"read_images": read_s, "scan_s": splits.scan.stats.seconds, **head.timings,
+                    **top.timings}.items()},
+        data={**splits.scan.stats.to_dict(),
+              "in_memory": not any(streams(part) for part in splits.examples.values())},
+        finetune=dataclasses.asdict(recipe.finetune), class_weight=recipe.class_weight,
+        versions=_versions(), expected_accuracy=recipe.expected_accuracy,
     )
     _write_json_atomically(run_dir / "metrics.json", metrics)
     _write_confusion(metrics["validation"], run_dir / "confusion_matrix.csv")
@@ -522,46 +615,59 @@ def fine_tune(
 
     from kzoo.reports import write_report
 
-    write_report(run_dir, validation=validation, probabilities=probabilities["validation"],
-                 history=history, metrics=metrics, skipped=skipped,
-                 title=f"{recipe.model} fine-tuned on {folder.name}")
-    print(f"kzoo: validation accuracy {metrics['val_accuracy']:.4f} in {wall_time:.0f}s; "
+    write_report(run_dir, validation=splits.examples["validation"],
+                 probabilities=probabilities["validation"], history=history, metrics=metrics,
+                 skipped=skipped, title=f"{recipe.model} fine-tuned on {folder.name}")
+    figure = (f"test accuracy {metrics['test_accuracy']:.4f}, " if splits.has_test
+              else "no test split; ")
+    print(f"kzoo: {figure}validation accuracy {metrics['val_accuracy']:.4f} in {wall_time:.0f}s; "
           f"report: {run_dir / 'report.html'}")
     return TrainResult(model, history, metrics, run_dir)
 
 
+def _kept_epoch(head: PhaseResult, top: PhaseResult) -> dict[str, Any] | None:
+    """The epoch (1-based, counted over both phases) whose weights the model ends with."""
+    head_epochs = len(head.history.get("loss", []))
+    if top.history and top.kept_epoch is not None:
+        return {"epoch": head_epochs + top.kept_epoch + 1, "phase": "fine-tune"}
+    if head.kept_epoch is not None:
+        return {"epoch": head.kept_epoch + 1, "phase": "head"}
+    return None
+
+
 def evaluate_splits(
-    model: keras.Model, split: Mapping[str, LabelledImages], class_names: list[str], batch_size: int
+    model: keras.Model, splits: Splits, batch_size: int
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Validation (and, where it is a split of its own, test) metrics of ``model``, and the
-    predicted probabilities they come from.
-    """
+    """Validation (and, where the folder has one, test) metrics of ``model``, and the predicted
+    probabilities they come from, streamed a batch at a time. Without a test split no test
+    figure is reported: ``test_split`` says ``"validation"``."""
     metrics: dict[str, Any] = {}
     probabilities: dict[str, np.ndarray] = {}
+    class_names = splits.class_names
     for key in ("validation", "test"):
-        if key == "test" and split["test"] is split["validation"]:
+        if key not in splits.examples:
             continue
-        part = split[key]
-        probabilities[key] = np.asarray(model.predict(part.images.astype("float32"),
-                                                      batch_size=batch_size, verbose=0))
+        part = splits.examples[key]
+        probabilities[key] = np.asarray(model.predict(make_pipeline(part, batch_size), verbose=0))
         metrics[key] = classification_metrics(part.labels, probabilities[key], class_names)
-    tested = metrics.get("test", metrics["validation"])
     metrics.update(
         val_accuracy=metrics["validation"]["accuracy"], val_loss=metrics["validation"]["loss"],
-        test_accuracy=tested["accuracy"], test_loss=tested["loss"],
-        test_split="test" if "test" in metrics else "validation",
-        class_names=class_names,
+        test_split=splits.test_split, class_names=class_names,
     )
+    if splits.has_test:
+        metrics.update(test_accuracy=metrics["test"]["accuracy"], test_loss=metrics["test"]["loss"])
     return metrics, probabilities
 
 
-def write_predictions(part: LabelledImages, probabilities: np.ndarray, class_names: list[str],
+def write_predictions(part: Examples, probabilities: np.ndarray, class_names: list[str],
                       path: Path) -> None:
-    """One row per image: file, true class, predicted class, its probability, the loss."""
+    """One row per image, sorted by file: file, true class, predicted class, its probability,
+    the loss."""
+    rows = sorted(zip(part.paths, part.labels, probabilities), key=lambda row: row[0])
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "true", "predicted", "probability", "loss"])
-        for file, label, row in zip(part.paths, part.labels, probabilities):
+        for file, label, row in rows:
             best = int(row.argmax())
             loss = -math.log(max(float(row[label]), 1e-12))
             writer.writerow([file, class_names[label], class_names[best], f"{row[best]:.6f}",

@@ -19,6 +19,8 @@ training starts, never in the middle of an epoch:
 
 from __future__ import annotations
 
+import hashlib
+import io
 import math
 import os
 from collections.abc import Iterable, Sequence
@@ -112,6 +114,66 @@ def crop_box(width: int, height: int, size: tuple[int, int], center_crop: float 
     return (left, top, left + box_w, top + box_h)
 
 
+class DecodedFile(NamedTuple):
+    """One image file read once: its framed pixels, content hash and what it was."""
+
+    pixels: np.ndarray  # uint8 (height, width, channels)
+    sha256: str  # of the file's bytes
+    width: int  # as stored in the file
+    height: int
+    mode: str  # Pillow's mode as stored, e.g. RGB, L, P, CMYK, I;16
+
+
+def _open_upright(source, size, channels, center_crop) -> tuple[Image.Image, str, tuple[int, int]]:
+    """The decoded, upright, RGB/L image of ``source`` (a path or a file object), its mode and
+    (width, height) as stored; :class:`UnreadableImage` with the reason where it cannot be
+    decoded."""
+    try:
+        with Image.open(source) as image:
+            mode, stored = image.mode, image.size
+            if size is not None and image.format == "JPEG":
+                side = math.ceil(max(size) / (center_crop or 1.0))
+                image.draft(image.mode, (side, side))  # decode big JPEGs at a reduced scale
+            image.load()
+            return _to_mode(ImageOps.exif_transpose(image), channels), mode, stored
+    except UnidentifiedImageError:
+        raise UnreadableImage("not an image Pillow can read (wrong format or corrupt)") from None
+    except Image.DecompressionBombError as error:
+        raise UnreadableImage(f"too large to decode safely ({error})") from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as error:
+        raise UnreadableImage(f"corrupt, truncated or unsupported ({error})") from None
+
+
+def _framed(image: Image.Image, size, channels, center_crop) -> np.ndarray:
+    if size is not None:
+        height, width = int(size[0]), int(size[1])
+        box = crop_box(image.width, image.height, (height, width), center_crop)
+        if image.size != (width, height) or box != (0.0, 0.0, width, height):
+            image = image.resize((width, height), Image.Resampling.BILINEAR, box=box)
+    return np.asarray(image, dtype=np.uint8).reshape(image.height, image.width, channels)
+
+
+def _check_channels(channels: int) -> None:
+    if channels not in (1, 3):
+        raise KzooError(f"channels={channels!r} is invalid; expected 1 (grayscale) or 3 (RGB)")
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UnreadableImage("no such file") from None
+    except PermissionError:
+        raise UnreadableImage("permission denied") from None
+    except IsADirectoryError:
+        raise UnreadableImage("a folder, not a file") from None
+    except OSError as error:
+        raise UnreadableImage(f"cannot be read ({error})") from None
+    if not data:
+        raise UnreadableImage("empty file (0 bytes)")
+    return data
+
+
 def read_image(
     path: str | os.PathLike,
     size: tuple[int, int] | None = None,
@@ -122,36 +184,22 @@ def read_image(
     ``size`` = (height, width) if given, framed as :func:`crop_box` says. Raises
     :class:`UnreadableImage` with the reason.
     """
-    if channels not in (1, 3):
-        raise KzooError(f"channels={channels!r} is invalid; expected 1 (grayscale) or 3 (RGB)")
-    path = Path(path)
-    try:
-        if path.stat().st_size == 0:
-            raise UnreadableImage("empty file (0 bytes)")
-        with Image.open(path) as image:
-            if size is not None and image.format == "JPEG":
-                side = math.ceil(max(size) / (center_crop or 1.0))
-                image.draft(image.mode, (side, side))  # decode big JPEGs at a reduced scale
-            image.load()
-            image = _to_mode(ImageOps.exif_transpose(image), channels)
-    except UnreadableImage:
-        raise
-    except UnidentifiedImageError:
-        raise UnreadableImage("not an image Pillow can read (wrong format or corrupt)") from None
-    except Image.DecompressionBombError as error:
-        raise UnreadableImage(f"too large to decode safely ({error})") from None
-    except FileNotFoundError:
-        raise UnreadableImage("no such file") from None
-    except PermissionError:
-        raise UnreadableImage("permission denied") from None
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as error:
-        raise UnreadableImage(f"corrupt, truncated or unsupported ({error})") from None
-    if size is not None:
-        height, width = int(size[0]), int(size[1])
-        box = crop_box(image.width, image.height, (height, width), center_crop)
-        if image.size != (width, height) or box != (0.0, 0.0, width, height):
-            image = image.resize((width, height), Image.Resampling.BILINEAR, box=box)
-    return np.asarray(image, dtype=np.uint8).reshape(image.height, image.width, channels)
+    return decode_file(path, size, channels, center_crop).pixels
+
+
+def decode_file(
+    path: str | os.PathLike,
+    size: tuple[int, int] | None = None,
+    channels: int = 3,
+    center_crop: float | None = None,
+) -> DecodedFile:
+    """Read ``path`` once: hash its bytes, decode and frame it (as :func:`read_image`).
+    Raises :class:`UnreadableImage` with the reason."""
+    _check_channels(channels)
+    data = _read_bytes(Path(path))
+    digest = hashlib.sha256(data).hexdigest()
+    image, mode, (width, height) = _open_upright(io.BytesIO(data), size, channels, center_crop)
+    return DecodedFile(_framed(image, size, channels, center_crop), digest, width, height, mode)
 
 
 def _try_read(path, size, channels, center_crop):
@@ -211,55 +259,6 @@ def describe_skipped(skipped: Iterable[Skipped], limit: int = 10, root: str | os
 # --- class-per-folder trees ---------------------------------------------------------------------
 
 
-class LabelledImages(NamedTuple):
-    """Decoded images with their class indices and the files they came from."""
-
-    images: np.ndarray  # uint8 (n, height, width, channels)
-    labels: np.ndarray  # int32 (n,)
-    paths: list[str]
-
-    def subset(self, index: Sequence[int]) -> LabelledImages:
-        index = np.asarray(index, dtype=np.int64)
-        return LabelledImages(self.images[index], self.labels[index],
-                              [self.paths[i] for i in index])
-
-
 def class_folders(folder: str | os.PathLike) -> list[str]:
     """The class names of a class-per-folder tree: its visible sub-folders, sorted."""
     return sorted(p.name for p in Path(folder).iterdir() if p.is_dir() and not _is_hidden(p.name))
-
-
-def read_labelled_folder(
-    folder: str | os.PathLike,
-    class_names: Sequence[str],
-    size: tuple[int, int],
-    channels: int = 3,
-    center_crop: float | None = None,
-) -> tuple[LabelledImages, list[Skipped]]:
-    """Decode ``folder/<class>/...`` for each class in ``class_names`` (label = its index).
-
-    Files that are not images or do not decode are skipped and returned with their reasons.
-    A class folder that is missing or has no readable image is an error, raised before any
-    training starts.
-    """
-    folder = Path(folder)
-    paths, labels, skipped = [], [], []
-    for index, name in enumerate(class_names):
-        files, passed_over = list_image_files(folder / name) if (folder / name).is_dir() else ([], [])
-        paths += files
-        labels += [index] * len(files)
-        skipped += passed_over
-    images, kept, unreadable = read_images(paths, size, channels, center_crop)
-    skipped += unreadable
-    labels = np.asarray(labels, dtype=np.int32)[kept]
-    counts = np.bincount(labels, minlength=len(class_names))
-    empty = [name for name, count in zip(class_names, counts) if count == 0]
-    if empty:
-        where = ", ".join(repr(str(folder / name)) for name in empty)
-        what = "holds no readable images" if len(empty) == 1 else "hold no readable images"
-        detail = f" ({describe_skipped(skipped, limit=5)})" if skipped else ""
-        raise KzooError(
-            f"class folder {where} {what}{detail}; add images ({', '.join(IMAGE_EXTENSIONS)}) "
-            "or remove the folder"
-        )
-    return LabelledImages(images, labels, [str(paths[i]) for i in kept]), skipped

@@ -28,13 +28,10 @@ import numpy as np
 
 from kzoo.errors import KzooError
 from kzoo.evaluation import classification_metrics
-from kzoo.images import (
-    class_folders,
-    list_image_files,
-    read_images,
-    read_labelled_folder,
-)
+from kzoo.folders import Framing, scan_labelled
+from kzoo.images import class_folders, list_image_files, read_images
 from kzoo.models.blocks import classifier_info
+from kzoo.pipeline import Examples, make_pipeline
 from kzoo.registry import load_model
 
 EXPORT_FORMATS = ("keras", "saved_model", "tflite", "onnx")
@@ -166,7 +163,8 @@ def evaluate(
     source: str | os.PathLike | keras.Model, folder: str | os.PathLike, batch_size: int = 32
 ) -> dict[str, Any]:
     """Accuracy, loss, confusion matrix and per-class metrics of a run's model on a labelled
-    folder (one sub-folder per class, named as the model's classes; some may be absent).
+    folder (one sub-folder per class, named as the model's classes; some may be absent),
+    streamed from the folder's image store a batch at a time.
     """
     model, names = load_run(source)
     folder = Path(folder).expanduser()
@@ -181,9 +179,10 @@ def evaluate(
             f"folder {str(folder)!r} has class folder(s) {', '.join(unknown) or 'none'} the model "
             f"does not know; expected folders named after its classes: {', '.join(names)}{hint}"
         )
-    data, skipped = read_labelled_folder(folder, present, **_framing(model))
-    truth = np.asarray([names.index(present[label]) for label in data.labels], dtype="int64")
-    probabilities = model.predict(data.images.astype("float32"), batch_size=batch_size, verbose=0)
+    part, skipped = scan_labelled(folder, names, Framing(**_framing(model)), progress=False)
+    examples = Examples.from_rows(part.store.rows, part.rows, part.labels, part.paths)
+    truth = examples.labels.astype("int64")
+    probabilities = model.predict(make_pipeline(examples, batch_size), verbose=0)
     metrics = classification_metrics(truth, probabilities, names)
     metrics.update(folder=str(folder), skipped=[skip._asdict() for skip in skipped])
     return metrics

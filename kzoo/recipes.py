@@ -51,7 +51,9 @@ class FineTune:
     (``cache_features``: ``auto``, ``true``, ``false``; ``feature_views`` copies of the
     training images are cached: the first plain, the others augmented). Phase two unfreezes the top ``unfreeze`` fraction of the
     backbone's layers (0: none, 1: all; BatchNorm layers stay frozen, in inference mode) and
-    trains for the recipe's ``epochs`` with its ``optimizer``.
+    trains for the recipe's ``epochs`` with its ``optimizer``. With ``keep_best`` (the
+    default) each phase ends with the weights of its best validation epoch, and phase two keeps
+    phase one's model unless one of its epochs beats it.
     ``discriminative_lr`` < 1 gives lower layers lower learning rates, falling geometrically
     to that fraction of the rate at the lowest unfrozen layer; ``lr_multipliers`` maps
     variable-path patterns (``"block_16_*"``) to explicit multipliers. ``center_crop`` frames
@@ -68,6 +70,7 @@ class FineTune:
     cache_features: bool | str = "auto"
     feature_views: int = 1
     center_crop: float | None = 0.875
+    keep_best: bool = True
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,7 @@ class Recipe:
     validation_split: float = 0.1
     expected_accuracy: float | None = None
     reference: str = ""
+    class_weight: str | None = None  # "balanced": weight each class by n / (classes * count)
     finetune: FineTune | None = None
     search: dict[str, SearchRange | None] = field(default_factory=dict)  # None: not searched
 
@@ -203,6 +207,7 @@ _FIELD_TYPES = {
     "validation_split": float,
     "expected_accuracy": float,
     "reference": str,
+    "class_weight": str,
     "finetune": dict,
     "search": dict,
 }
@@ -215,6 +220,7 @@ _FINETUNE_TYPES = {
     "cache_features": bool,  # or "auto"
     "feature_views": int,
     "center_crop": float,  # or null
+    "keep_best": bool,
 }
 _OPTIMIZER_TYPES = {"name": str, "learning_rate": float, "momentum": float, "schedule": dict}
 _RANGES = {  # key: (lowest, highest); None is unbounded
@@ -264,12 +270,21 @@ def _unknown_key(key: str, allowed, source: str) -> KzooError:
     )
 
 
+CLASS_WEIGHTS = ("balanced",)
+
+
 def _check_fields(data: dict[str, Any], source: str) -> dict[str, Any]:
     checked = {}
     for key, value in data.items():
         if key not in _FIELD_TYPES:
             raise _unknown_key(key, _FIELD_TYPES, source)
+        if key == "class_weight" and value in (None, "none"):
+            checked[key] = None
+            continue
         checked[key] = _check_value(key, value, _FIELD_TYPES[key], source)
+        if key == "class_weight" and value not in CLASS_WEIGHTS:
+            raise KzooError(f"{source}: key 'class_weight' is {value!r}; expected "
+                            f"{' or '.join(CLASS_WEIGHTS)} (or none)")
     return checked
 
 

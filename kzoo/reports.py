@@ -14,13 +14,16 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
 
-from kzoo.images import LabelledImages, Skipped
+from kzoo.images import Skipped
+
+if TYPE_CHECKING:
+    from kzoo.pipeline import Examples
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 70em; color: #222;
@@ -124,6 +127,15 @@ def _table(header: Sequence[str] | None, rows: Sequence[Sequence[Any]], names: i
     return f"<table>{f'<tr>{head}</tr>' if head else ''}{body}</table>"
 
 
+def _kept_model(metrics: Mapping[str, Any]) -> str:
+    kept = metrics.get("kept_epoch")
+    if not kept:
+        return "the last epoch"
+    if metrics.get("finetune", {}).get("keep_best", True):
+        return f"epoch {kept['epoch']} ({kept['phase']}), the best validation epoch"
+    return f"epoch {kept['epoch']} ({kept['phase']}), the last (--keep-last)"
+
+
 def _picture(source: str, alt: str, css: str = "plot") -> str:
     return f'<img class="{css}" src="{html.escape(source)}" alt="{html.escape(alt)}">'
 
@@ -131,7 +143,7 @@ def _picture(source: str, alt: str, css: str = "plot") -> str:
 def write_report(
     run_dir: str | os.PathLike,
     *,
-    validation: LabelledImages,
+    validation: Examples,
     probabilities: np.ndarray,
     history: Mapping[str, Sequence],
     metrics: Mapping[str, Any],
@@ -158,7 +170,7 @@ def write_report(
     tiles = []
     for rank, index in enumerate(worst, start=1):
         name = f"top_loss_{rank:02d}.png"
-        image = validation.images[index]
+        image = validation.image(index)
         Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(pictures / name)
         truth = int(validation.labels[index])
         guess = int(np.argmax(probabilities[index]))
@@ -180,6 +192,11 @@ def write_report(
     ]
     if metrics.get("test_split") == "test":
         summary.append(("test accuracy", f"{metrics['test_accuracy']:.4f}"))
+    else:
+        no_test = ("none: the folder has no test/ split, so the validation figures above are "
+                   "the only held-out ones")
+        summary.append(("test accuracy", no_test))
+    summary.append(("model kept", _kept_model(metrics)))
     summary += [
         ("classes", ", ".join(class_names)),
         ("images per split", ", ".join(

@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from kzoo.augment import augmentation
 from kzoo.datasets import Splits, load_dataset
 from kzoo.errors import KzooError
 from kzoo.evaluation import confusion_matrix, format_confusion_matrix, predict_labels
+from kzoo.pipeline import make_pipeline
 from kzoo.recipes import Optimizer, Recipe, load_recipe, save_recipe
 from kzoo.registry import build, get_spec, load_model
 
@@ -61,24 +63,29 @@ def make_optimizer(config: Optimizer, steps_per_epoch: int, epochs: int) -> kera
     return keras.optimizers.Adam(rate)
 
 
-def make_pipeline(
-    dataset: tf.data.Dataset,
-    batch_size: int,
-    shuffle_seed: int | None = None,
-    augment: keras.layers.Layer | None = None,
-) -> tf.data.Dataset:
-    """Cache decoded examples, shuffle (training only), batch, augment, prefetch."""
-    dataset = dataset.cache()
-    if shuffle_seed is not None:
-        size = int(dataset.cardinality())
-        dataset = dataset.shuffle(max(size, 1), seed=shuffle_seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size)
-    if augment is not None:
-        dataset = dataset.map(
-            lambda images, labels: (augment(images, training=True), labels),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
-    return dataset.prefetch(tf.data.AUTOTUNE)
+def class_weights(recipe: Recipe, labels: np.ndarray, num_classes: int) -> dict[int, float] | None:
+    """Keras ``class_weight`` for the recipe's ``class_weight`` setting: ``balanced`` weighs
+    each class by ``examples / (classes * examples of the class)``; ``None`` otherwise."""
+    if recipe.class_weight != "balanced":
+        return None
+    counts = np.bincount(np.asarray(labels, dtype=np.int64).ravel(), minlength=num_classes)
+    total, present = counts.sum(), max(int((counts > 0).sum()), 1)
+    return {index: float(total / (present * count)) if count else 0.0
+            for index, count in enumerate(counts)}
+
+
+def print_data_summary(splits: Splits, verbose: bool = True) -> None:
+    """The short audit of an image folder, and what its scan decoded."""
+    if splits.scan is None:
+        return
+    from kzoo.folders import audit, format_audit
+
+    stats = splits.scan.stats
+    rate = f" ({stats.decode_rate:.0f} images/s)" if stats.decode_rate else ""
+    print(f"kzoo: scanned {stats.files} files in {stats.seconds:.1f}s: {stats.decoded} decoded"
+          f"{rate}, {stats.reused} from the cache, {stats.skipped} skipped (cache {stats.cache})")
+    if verbose:
+        print(format_audit(audit(splits.scan)))
 
 
 def model_input_shape(recipe: Recipe) -> tuple[int, ...] | None:
@@ -101,17 +108,26 @@ def build_for(recipe: Recipe, splits: Splits) -> keras.Model:
     return model
 
 
-def with_validation_in_train(splits: Splits) -> Splits:
-    """The splits with the validation examples added to the training ones."""
-    sizes = {**splits.sizes, "train": splits.sizes["train"] + splits.sizes["validation"]}
-    return dataclasses.replace(splits, train=splits.train.concatenate(splits.validation),
-                               sizes=sizes)
+def with_validation_in_train(splits: Splits, dataset: str = "") -> Splits:
+    """The splits with the validation examples added to the training ones. Refused where the
+    dataset has no test split: nothing would be left to report a test figure on."""
+    if not splits.has_test:
+        raise KzooError(
+            f"dataset {dataset or 'of this run'!r} has no test split (no test/ folder), so "
+            "training on train+validation would leave no held-out images: the test figure "
+            "would be measured on training images. Add a test/ folder, or train without "
+            "--retrain-best"
+        )
+    examples = dict(splits.examples)
+    examples["train"] = examples["train"].concatenate(examples.pop("validation"))
+    return dataclasses.replace(splits, examples=examples)
 
 
-def load_splits(recipe: Recipe, data_dir: str | os.PathLike | None = None) -> Splits:
+def load_splits(recipe: Recipe, data_dir: str | os.PathLike | None = None,
+                progress: bool = True) -> Splits:
     splits = load_dataset(
         recipe.dataset, data_dir=data_dir, validation_split=recipe.validation_split,
-        seed=recipe.seed, input_shape=model_input_shape(recipe),
+        seed=recipe.seed, input_shape=model_input_shape(recipe), progress=progress,
     )
     if recipe.batch_size > splits.sizes["train"]:
         raise KzooError(
@@ -245,6 +261,7 @@ def train(
     batch_size: int | None = None,
     learning_rate: float | None = None,
     dropout: float | None = None,
+    class_weight: str | None = None,
     seed: int | None = None,
     data_dir: str | os.PathLike | None = None,
     run_dir: str | os.PathLike | None = None,
@@ -262,7 +279,7 @@ def train(
     """
     recipe = load_recipe(recipe).with_overrides(
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, dropout=dropout,
-        seed=seed,
+        class_weight=class_weight, seed=seed,
     )
     if recipe.finetune is not None:  # a transfer-learning recipe: two phases, see finetune.py
         if resume:
@@ -275,14 +292,17 @@ def train(
     _seed_everything(recipe.seed)
     splits = load_splits(recipe, data_dir)
     if train_on_validation:
-        splits = with_validation_in_train(splits)
+        splits = with_validation_in_train(splits, recipe.dataset)
+    print_data_summary(splits)
     model = build_for(recipe, splits)
     if not resume:  # only now: bad input above leaves no half-made run directory behind
         start_run_dir(recipe, run_dir)
-    train_data = make_pipeline(splits.train, recipe.batch_size, shuffle_seed=recipe.seed,
+        (run_dir / "class_names.json").write_text(json.dumps(splits.class_names, indent=2))
+    train_examples = splits.examples["train"]
+    train_data = make_pipeline(train_examples, recipe.batch_size, shuffle_seed=recipe.seed,
                                augment=augmentation(recipe.augmentation, seed=recipe.seed))
-    validation_data = None if train_on_validation else make_pipeline(splits.validation,
-                                                                      recipe.batch_size)
+    validation_data = None if train_on_validation else make_pipeline(
+        splits.examples["validation"], recipe.batch_size)
     steps_per_epoch = math.ceil(splits.sizes["train"] / recipe.batch_size)
     model.compile(
         optimizer=make_optimizer(recipe.optimizer, steps_per_epoch, recipe.epochs),
@@ -305,7 +325,9 @@ def train(
     started = time.perf_counter()
     try:
         model.fit(train_data, validation_data=validation_data, epochs=recipe.epochs,
-                  callbacks=callbacks, verbose=verbose, shuffle=False)
+                  callbacks=callbacks, verbose=verbose, shuffle=False,
+                  class_weight=class_weights(recipe, train_examples.labels,
+                                             len(splits.class_names)))
     except KeyboardInterrupt:
         print(f"\nkzoo: interrupted; the last finished epoch is kept. Resume with "
               f"`kzoo train {recipe.name} --resume --run-dir {run_dir}` (same flags as before)")
@@ -336,7 +358,9 @@ def train(
         versions=_versions(),
     )
     _write_json_atomically(run_dir / "metrics.json", metrics)
-    print(f"kzoo: test accuracy {metrics['test_accuracy']:.4f}"
+    figure, key = ("test", "test_accuracy") if splits.has_test else (
+        "validation (no test split)", "val_accuracy")
+    print(f"kzoo: {figure} accuracy {metrics[key]:.4f}"
           + (f" (expected {recipe.expected_accuracy})" if recipe.expected_accuracy else "")
           + f"; results in {run_dir}")
     return TrainResult(model, history, metrics, run_dir)
@@ -353,11 +377,13 @@ def _read_history(history_csv: Path) -> dict[str, list[float]]:
 
 
 def evaluate_run(model: keras.Model, recipe: Recipe, splits: Splits, run_dir: Path) -> dict[str, Any]:
-    """Test loss and accuracy, with the confusion matrix printed and saved as CSV."""
-    test_data = make_pipeline(splits.test, recipe.batch_size)
+    """Test loss and accuracy (on the validation split where there is no test split: then
+    ``test_split`` says so), with the confusion matrix printed and saved as CSV."""
+    test_data = make_pipeline(splits.examples[splits.test_split], recipe.batch_size)
     if model.optimizer is None or not model.compiled:
         model.compile(loss=recipe.loss, metrics=["accuracy"])
     loss, accuracy = model.evaluate(test_data, verbose=0)
+    prefix = "test" if splits.has_test else "val"  # a validation figure is never called a test one
     truth, predicted = predict_labels(model, test_data)
     matrix = confusion_matrix(truth, predicted, max(len(splits.class_names), 2))
     print(format_confusion_matrix(matrix, splits.class_names))
@@ -371,9 +397,11 @@ def evaluate_run(model: keras.Model, recipe: Recipe, splits: Splits, run_dir: Pa
         "model": recipe.model,
         "dataset": recipe.dataset,
         "seed": recipe.seed,
-        "test_loss": float(loss),
-        "test_accuracy": float(accuracy),
-        "test_examples": len(truth),
+        f"{prefix}_loss": float(loss),
+        f"{prefix}_accuracy": float(accuracy),
+        f"{prefix}_examples": len(truth),
+        "test_split": splits.test_split,
+        "sizes": splits.sizes,
         "expected_accuracy": recipe.expected_accuracy,
         "class_names": splits.class_names,
         "confusion_matrix": matrix.tolist(),

@@ -48,6 +48,7 @@ import tensorflow as tf
 from kzoo.augment import PRESETS, augmentation
 from kzoo.datasets import Splits
 from kzoo.errors import KzooError
+from kzoo.pipeline import make_pipeline
 from kzoo.recipes import Recipe, SearchRange, load_recipe, parse_search_entry, save_recipe
 from kzoo.registry import get_spec
 from kzoo.training import (
@@ -56,8 +57,8 @@ from kzoo.training import (
     build_for,
     load_splits,
     make_optimizer,
-    make_pipeline,
     train,
+    with_validation_in_train,
 )
 
 OBJECTIVE = kt.Objective("val_accuracy", direction="max")
@@ -297,7 +298,7 @@ class RecipeHyperModel(kt.HyperModel):
     def fit(self, hp, model, train, validation, *, epochs, initial_epoch=0, callbacks=None,
             verbose="auto", **kwargs):
         recipe = self.recipe_for(hp)
-        steps = math.ceil(int(train.cardinality()) / recipe.batch_size)
+        steps = math.ceil(len(train) / recipe.batch_size)
         model.compile(optimizer=make_optimizer(recipe.optimizer, steps, epochs),
                       loss=recipe.loss, metrics=["accuracy"])
         model.optimizer.iterations.assign(initial_epoch * steps)  # Hyperband continues a schedule
@@ -757,6 +758,8 @@ def tune(
                  (search or {}).items()}
     search_space(recipe, overrides)  # bad names and ranges fail before the data loads
     splits = load_splits(recipe, data_dir)
+    if retrain_best:  # refuse now, not after the search, where there is no test split
+        with_validation_in_train(splits, recipe.dataset)
     space = search_space(recipe, overrides, train_size=splits.sizes["train"])
     hypermodel = RecipeHyperModel(recipe, space, splits)
     if max_trials is None and algorithm != "hyperband":
@@ -787,7 +790,8 @@ def tune(
               f"({role}{'' if role == 'single' else ' ' + os.environ['KERASTUNER_TUNER_ID']}); "
               f"results in {project_dir}", flush=True)
         try:
-            tuner.search(splits.train, splits.validation, epochs=recipe.epochs,
+            tuner.search(splits.examples["train"], splits.examples["validation"],
+                         epochs=recipe.epochs,
                          callbacks=list(callbacks), verbose=verbose)
         except KeyboardInterrupt:
             print(f"\nkzoo: interrupted; run the same command again to resume the search in "

@@ -7,7 +7,7 @@ import pytest
 from messy_images import MESSY_DECODED, MESSY_SKIPPED, make_clean_folder, write_messy_files
 from PIL import Image
 
-from kzoo.datasets import image_folder, image_folder_arrays
+from kzoo.datasets import image_folder
 from kzoo.errors import KzooError
 from kzoo.images import (
     UnreadableImage,
@@ -95,20 +95,22 @@ def test_image_folder_skips_bad_files_and_keeps_going(tmp_path):
     make_clean_folder(tmp_path / "val", per_class=2, seed=3)
     splits = image_folder(tmp_path, image_size=(32, 32))
     assert splits.class_names == ["ants", "bees"]
-    assert splits.sizes == {"train": 8 + len(MESSY_DECODED), "validation": 4, "test": 4}
+    assert splits.sizes == {"train": 8 + len(MESSY_DECODED), "validation": 4}
+    assert not splits.has_test and splits.test_split == "validation"
     assert len(splits.skipped) == len(MESSY_SKIPPED)
     images, labels = next(iter(splits.train.batch(64)))
-    assert images.shape[1:] == (32, 32, 3) and images.dtype.name == "float32"
+    assert images.shape[1:] == (32, 32, 3) and images.dtype.name == "uint8"
     assert sorted(np.bincount(labels.numpy())) == [4, 4 + len(MESSY_DECODED)]
 
 
 def test_flat_folder_gets_a_seeded_validation_split(tmp_path):
     make_clean_folder(tmp_path, per_class=10)
-    first, names, _ = image_folder_arrays(tmp_path, (16, 16), validation_split=0.25, seed=3)
-    again, _, _ = image_folder_arrays(tmp_path, (16, 16), validation_split=0.25, seed=3)
-    assert names == ["ants", "bees"]
+    first = image_folder(tmp_path, (16, 16), validation_split=0.25, seed=3).examples
+    again = image_folder(tmp_path, (16, 16), validation_split=0.25, seed=3).examples
+    other = image_folder(tmp_path, (16, 16), validation_split=0.25, seed=4).examples
     assert len(first["validation"].paths) == 5 and len(first["train"].paths) == 15
     assert first["validation"].paths == again["validation"].paths
+    assert first["validation"].paths != other["validation"].paths
     assert not set(first["validation"].paths) & set(first["train"].paths)
 
 
@@ -118,7 +120,7 @@ def test_a_class_of_only_broken_files_is_an_error_before_training(tmp_path):
     (tmp_path / "wasps" / "empty.jpg").write_bytes(b"")
     (tmp_path / "wasps" / "readme.txt").write_text("todo")
     with pytest.raises(KzooError, match=r"wasps.*holds no readable images.*2 files skipped"):
-        image_folder_arrays(tmp_path, (16, 16))
+        image_folder(tmp_path, (16, 16))
 
 
 @pytest.mark.parametrize("layout", ["single class", "no class folders", "empty"])
@@ -131,7 +133,7 @@ def test_too_few_classes_or_no_images_is_a_clear_error(tmp_path, layout):
             path.rename(tmp_path / path.name)
         (tmp_path / "ants").rmdir()
     with pytest.raises(KzooError, match="expected at least 2, one folder per class") as error:
-        image_folder_arrays(tmp_path, (16, 16))
+        image_folder(tmp_path, (16, 16))
     if layout == "no class folders":
         assert "3 images lie directly in it" in str(error.value)
 
@@ -140,7 +142,7 @@ def test_validation_classes_must_exist_in_train(tmp_path):
     make_clean_folder(tmp_path / "train", per_class=2)
     make_clean_folder(tmp_path / "val", classes=("ants", "bees", "wasps"), per_class=1)
     with pytest.raises(KzooError, match="wasps"):
-        image_folder_arrays(tmp_path, (16, 16))
+        image_folder(tmp_path, (16, 16))
 
 
 def test_center_crop_keeps_the_middle_without_distortion(tmp_path):

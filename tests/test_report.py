@@ -15,7 +15,8 @@ import pytest
 from PIL import Image
 
 from kzoo.evaluation import classification_metrics
-from kzoo.images import LabelledImages, Skipped
+from kzoo.images import Skipped
+from kzoo.pipeline import Examples
 from kzoo.reports import top_losses, write_report
 
 CLASSES = ["ants", "bees", "<wasps & co>"]  # a name that must be escaped in HTML
@@ -28,7 +29,8 @@ def report(tmp_path_factory):
     labels = np.array([0, 0, 1, 1, 2, 2, 0, 1], dtype="int32")
     images = rng.integers(0, 255, (len(labels), 40, 40, 3), dtype=np.uint8)
     probabilities = rng.dirichlet(np.ones(len(CLASSES)), len(labels))
-    validation = LabelledImages(images, labels, [f"/data/val/{i}.jpg" for i in range(len(labels))])
+    validation = Examples.from_arrays(images, labels)
+    validation.paths = [f"/data/val/{i}.jpg" for i in range(len(labels))]
     history = {
         "epoch": [1, 2, 3, 4, 5],
         "phase": ["head", "head", "head", "fine-tune", "fine-tune"],
@@ -37,7 +39,8 @@ def report(tmp_path_factory):
     }
     metrics = {"validation": classification_metrics(labels, probabilities, CLASSES),
                "class_names": CLASSES, "model": "mobilenet_v2", "seed": 0, "wall_time_s": 12.0,
-               "sizes": {"train": 20, "validation": 8, "test": 8}, "test_split": "validation",
+               "sizes": {"train": 20, "validation": 8}, "test_split": "validation",
+               "kept_epoch": {"epoch": 4, "phase": "fine-tune"},
                "finetune": {"unfreeze": 0.3}, "versions": {"kzoo": "test"}}
     skipped = [Skipped("/data/train/ants/notes.txt", "not an image (.txt file)")]
     path = write_report(run_dir, validation=validation, probabilities=probabilities,

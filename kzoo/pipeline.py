@@ -1,0 +1,219 @@
+"""One ``tf.data`` input pipeline for every split of every dataset: held in memory when it is
+small, streamed from disk when it is not.
+
+A split is :class:`Examples`: rows of a source (an array in memory, or a
+:class:`kzoo.folders.RowFile` on disk, such as a folder's image store or cached backbone
+features) with their labels and files. :func:`make_pipeline` turns it into batches:
+
+- **small** (its rows take at most :func:`in_memory_limit` bytes): read into memory once, a
+  full shuffle of the examples each epoch, batches gathered from memory;
+- **large**: blocks of consecutive rows are read from disk in a shuffled order (a shard-order
+  shuffle), then mixed in a bounded shuffle buffer, so memory stays flat whatever the size;
+- either way the pixels stay uint8 until a batch is formed: the float cast and the
+  augmentation run on whole batches, in parallel, and batches are prefetched.
+
+>>> train = make_pipeline(examples, batch_size=32, shuffle_seed=0, augment=augment)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import tensorflow as tf
+
+BLOCK_BYTES = 8 << 20  # rows read from disk per read, about
+SHUFFLE_BUFFER_BYTES = 256 << 20  # the bounded shuffle buffer of a streamed split
+
+
+def in_memory_limit() -> int:
+    """Bytes of rows a split may hold in memory: ``$KZOO_IN_MEMORY_LIMIT_MB``, default the
+    smaller of 1 GiB and a sixteenth of the machine's memory."""
+    given = os.environ.get("KZOO_IN_MEMORY_LIMIT_MB")
+    if given:
+        return int(float(given) * (1 << 20))
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        memory = 16 << 30
+    return min(1 << 30, memory // 16)
+
+
+class RowSource(Protocol):
+    """Anything whose rows can be read by index: an array, or a file of rows."""
+
+    dtype: Any
+
+    def read(self, rows: Sequence[int] | np.ndarray) -> np.ndarray: ...
+
+
+class ArrayRows:
+    """An array in memory as a :class:`RowSource`."""
+
+    def __init__(self, array: np.ndarray):
+        self.array = np.asarray(array)
+        self.dtype = self.array.dtype
+        self.row_shape = self.array.shape[1:]
+
+    def read(self, rows):
+        return self.array[np.asarray(rows, dtype=np.int64)]
+
+
+@dataclass
+class Examples:
+    """One split: ``rows`` of ``source`` (ascending, so reads are sequential), their
+    ``labels``, and the files they came from (``paths``, empty for in-memory datasets)."""
+
+    source: Any  # a RowSource: ArrayRows, or kzoo.folders.RowFile
+    rows: np.ndarray
+    labels: np.ndarray
+    paths: list[str]
+
+    @classmethod
+    def from_arrays(cls, images: np.ndarray, labels: np.ndarray) -> Examples:
+        return cls(ArrayRows(images), np.arange(len(images), dtype=np.int64), np.asarray(labels), [])
+
+    @classmethod
+    def from_rows(cls, source, rows: np.ndarray, labels: np.ndarray, paths: Sequence[str]) -> Examples:
+        """Examples of ``source`` in ascending row order (``labels``, ``paths`` follow)."""
+        order = np.argsort(rows, kind="stable")
+        paths = list(paths)
+        return cls(source, np.asarray(rows, dtype=np.int64)[order], np.asarray(labels)[order],
+                   [paths[i] for i in order] if paths else [])
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def row_shape(self) -> tuple[int, ...]:
+        return tuple(self.source.row_shape)
+
+    @property
+    def nbytes(self) -> int:
+        return len(self) * int(np.prod(self.row_shape, dtype=np.int64)) * np.dtype(self.source.dtype).itemsize
+
+    @property
+    def in_memory(self) -> bool:
+        return isinstance(self.source, ArrayRows)
+
+    def subset(self, index: Sequence[int] | np.ndarray) -> Examples:
+        """The examples at positions ``index`` (kept in ascending row order)."""
+        index = np.asarray(index, dtype=np.int64)
+        return Examples.from_rows(self.source, self.rows[index], self.labels[index],
+                                  [self.paths[i] for i in index] if self.paths else [])
+
+    def concatenate(self, other: Examples) -> Examples:
+        """These examples and ``other``'s, loaded into memory if their sources differ."""
+        if other.source is self.source:
+            return Examples.from_rows(self.source, np.r_[self.rows, other.rows],
+                                      np.r_[self.labels, other.labels], self.paths + other.paths)
+        images = np.concatenate([self.read_all(), other.read_all()])
+        return Examples(ArrayRows(images), np.arange(len(images), dtype=np.int64),
+                        np.r_[self.labels, other.labels], self.paths + other.paths)
+
+    def image(self, position: int) -> np.ndarray:
+        """The image (row) at ``position``."""
+        return self.source.read([self.rows[position]])[0]
+
+    def read_all(self) -> np.ndarray:
+        if self.in_memory and np.array_equal(self.rows, np.arange(len(self.source.array))):
+            return self.source.array  # no copy
+        return self.source.read(self.rows)
+
+    def batches(self, batch_size: int) -> Iterator[np.ndarray]:
+        """The rows in order, ``batch_size`` at a time, as arrays (for loops outside tf.data)."""
+        for start in range(0, len(self), batch_size):
+            yield self.source.read(self.rows[start:start + batch_size])
+
+    def dataset(self) -> tf.data.Dataset:
+        """The examples, in order and unbatched, as a ``tf.data.Dataset`` of (row, label)."""
+        return _blocks(self, shuffle_seed=None).unbatch()
+
+
+def _blocks(examples: Examples, shuffle_seed: int | None) -> tf.data.Dataset:
+    """Blocks of consecutive rows read from the source, in a shuffled order if a seed is given."""
+    row_bytes = max(1, examples.nbytes // max(len(examples), 1))
+    block = max(1, BLOCK_BYTES // row_bytes)
+    starts = np.arange(0, len(examples), block, dtype=np.int64)
+    source, rows, labels = examples.source, examples.rows, examples.labels
+    row_shape, dtype = examples.row_shape, tf.as_dtype(np.dtype(source.dtype))
+    label_dtype = tf.as_dtype(labels.dtype)
+
+    def read(start):
+        start = int(start)
+        return source.read(rows[start:start + block]), labels[start:start + block]
+
+    def read_block(start):
+        values, targets = tf.numpy_function(read, [start], (dtype, label_dtype), stateful=False)
+        values.set_shape((None, *row_shape))
+        targets.set_shape((None, *labels.shape[1:]))
+        return values, targets
+
+    dataset = tf.data.Dataset.from_tensor_slices(starts)
+    if shuffle_seed is not None and len(starts) > 1:
+        dataset = dataset.shuffle(len(starts), seed=shuffle_seed, reshuffle_each_iteration=True)
+    return dataset.map(read_block, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def _in_memory_batches(examples: Examples, batch_size: int, shuffle_seed: int | None) -> tf.data.Dataset:
+    images = tf.constant(examples.read_all())
+    labels = tf.constant(examples.labels)
+    indices = tf.data.Dataset.range(len(examples))
+    if shuffle_seed is not None:
+        indices = indices.shuffle(len(examples), seed=shuffle_seed, reshuffle_each_iteration=True)
+    return indices.batch(batch_size).map(lambda index: (tf.gather(images, index),
+                                                        tf.gather(labels, index)))
+
+
+def _streamed_batches(examples: Examples, batch_size: int, shuffle_seed: int | None) -> tf.data.Dataset:
+    dataset = _blocks(examples, shuffle_seed).unbatch()
+    if shuffle_seed is not None:
+        buffer = max(batch_size, SHUFFLE_BUFFER_BYTES // max(examples.nbytes // len(examples), 1))
+        dataset = dataset.shuffle(min(buffer, len(examples)), seed=shuffle_seed + 1,
+                                  reshuffle_each_iteration=True)
+    return dataset.batch(batch_size)
+
+
+def streams(examples: Examples) -> bool:
+    """Whether :func:`make_pipeline` streams ``examples`` from disk (too large for memory)."""
+    return not examples.in_memory and examples.nbytes > in_memory_limit()
+
+
+def raw_batches(
+    data: Examples | tf.data.Dataset, batch_size: int, shuffle_seed: int | None = None
+) -> tf.data.Dataset:
+    """Batches of (images, labels) as stored (uint8 pixels stay uint8), shuffled each epoch
+    when ``shuffle_seed`` is given. ``data`` is :class:`Examples` (see the module doc for when
+    it streams) or an unbatched ``tf.data.Dataset``, which is cached in memory as it is."""
+    if isinstance(data, Examples):
+        make = _streamed_batches if streams(data) else _in_memory_batches
+        return make(data, batch_size, shuffle_seed)
+    data = data.cache()
+    if shuffle_seed is not None:
+        size = int(data.cardinality())
+        data = data.shuffle(max(size, 1), seed=shuffle_seed, reshuffle_each_iteration=True)
+    return data.batch(batch_size)
+
+
+def make_pipeline(
+    data: Examples | tf.data.Dataset,
+    batch_size: int,
+    shuffle_seed: int | None = None,
+    augment: Any = None,
+) -> tf.data.Dataset:
+    """Batches of ``(float32 images, labels)`` from :func:`raw_batches`, cast to float32 and
+    augmented (a Keras preprocessing layer or ``Pipeline``) a whole batch at a time, in
+    parallel, and prefetched.
+    """
+    batches = raw_batches(data, batch_size, shuffle_seed)
+
+    def to_float(images, labels):
+        images = tf.cast(images, tf.float32)
+        if augment is not None:
+            images = augment(images, training=True)
+        return images, labels
+
+    return batches.map(to_float, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
