@@ -13,7 +13,7 @@ $(BIN)/.kzoo-installed: setup.cfg pyproject.toml
 	touch $@
 
 test: $(BIN)/.kzoo-installed browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 # The report test opens report.html in headless Chromium; install it where we may (root + apt).
 browser:

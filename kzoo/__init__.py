@@ -2,42 +2,48 @@
 
 >>> from kzoo import build, list_models
 >>> model = build("lenet5")
+
+The public names are imported on first use, so ``import kzoo`` (and modules that need no
+TensorFlow, such as :mod:`kzoo.images`) start in a fraction of a second.
 """
 
+import importlib
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter quiet
 
 __version__ = "0.1.0"
 
-from kzoo.augment import augmentation
-from kzoo.catalog import describe
-from kzoo.datasets import load_dataset
-from kzoo.errors import KzooError
-from kzoo.finetune import fine_tune
-from kzoo.inference import evaluate, export, predict
-from kzoo.recipes import Recipe, list_recipes, load_recipe
-from kzoo.registry import build, list_models, load_model, register_model
-from kzoo.training import train
-from kzoo.tuning import tune
+_PUBLIC = {
+    "KzooError": "kzoo.errors",
+    "Recipe": "kzoo.recipes",
+    "audit": "kzoo.folders",
+    "augmentation": "kzoo.augment",
+    "build": "kzoo.registry",
+    "describe": "kzoo.catalog",
+    "evaluate": "kzoo.inference",
+    "export": "kzoo.inference",
+    "fine_tune": "kzoo.finetune",
+    "list_models": "kzoo.registry",
+    "list_recipes": "kzoo.recipes",
+    "load_dataset": "kzoo.datasets",
+    "load_model": "kzoo.registry",
+    "load_recipe": "kzoo.recipes",
+    "predict": "kzoo.inference",
+    "register_model": "kzoo.registry",
+    "train": "kzoo.training",
+    "tune": "kzoo.tuning",
+}
+__all__ = ["__version__", *sorted(_PUBLIC)]
 
-__all__ = [
-    "KzooError",
-    "Recipe",
-    "__version__",
-    "augmentation",
-    "build",
-    "describe",
-    "evaluate",
-    "export",
-    "fine_tune",
-    "list_models",
-    "list_recipes",
-    "load_dataset",
-    "load_model",
-    "load_recipe",
-    "predict",
-    "register_model",
-    "train",
-    "tune",
-]
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'kzoo' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__():
+    return sorted([*globals(), *_PUBLIC])

@@ -334,7 +334,8 @@ class PhaseResult(NamedTuple):
 
 def _phase_result(history, timings, keep: KeepBestEpoch | None) -> PhaseResult:
     if keep is None:  # --keep-last: the last epoch's weights
-        return PhaseResult(history, timings, len(history.get("loss", [])) - 1 or None)
+        epochs = len(history.get("loss", []))
+        return PhaseResult(history, timings, epochs - 1 if epochs else None)
     return PhaseResult(history, timings, keep.best_epoch, keep.best_scores)
 
 

@@ -130,6 +130,8 @@ class Examples:
 
     def dataset(self) -> tf.data.Dataset:
         """The examples, in order and unbatched, as a ``tf.data.Dataset`` of (row, label)."""
+        if self.in_memory:
+            return tf.data.Dataset.from_tensor_slices((self.read_all(), self.labels))
         return _blocks(self, shuffle_seed=None).unbatch()
 
 

@@ -65,8 +65,26 @@ def run(messy_folder, mobilenet_weights, tmp_path_factory):
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         result = kzoo.fine_tune(messy_folder, weights=mobilenet_weights, run_dir=run_dir,
-                                discriminative_lr=0.1, feature_views=1, **{**TINY, "verbose": 2})
+                                discriminative_lr=0.1, feature_views=1, keep_best=False,
+                                **{**TINY, "verbose": 2})
     return result, reference, printed.getvalue()
+
+
+def test_a_worse_fine_tuning_phase_keeps_the_head_phase_model(messy_folder, mobilenet_weights,
+                                                              tmp_path):
+    reference = kzoo.build("mobilenet_v2", num_classes=2, input_shape=(64, 64, 3), alpha=0.35,
+                           weights=str(mobilenet_weights))
+    result = kzoo.fine_tune(messy_folder, weights=mobilenet_weights, run_dir=tmp_path / "run",
+                            learning_rate=50.0, **TINY)  # phase two wrecks the model
+    history = result.history
+    assert history["phase"] == ["head", "head", "fine-tune"]
+    head_best = max(range(2), key=lambda i: (history["val_accuracy"][i], -history["val_loss"][i]))
+    assert result.metrics["kept_epoch"] == {"epoch": head_best + 1, "phase": "head"}
+    before, after = _backbone_weights(reference), _backbone_weights(result.model)
+    assert np.array_equal(before["Conv_1/kernel"], after["Conv_1/kernel"])  # phase two undone
+    assert f"epoch {head_best + 1} (head), the best validation epoch" in (
+        result.run_dir / "report.html").read_text()
+    assert json.loads((result.run_dir / "audit.json").read_text())["splits"]["train"]["images"] > 0
 
 
 def _backbone_weights(model):
