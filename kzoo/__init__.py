@@ -34,7 +34,11 @@ _PUBLIC = {
     "train": "kzoo.training",
     "tune": "kzoo.tuning",
 }
-__all__ = ["__version__", *sorted(_PUBLIC)]
+__all__ = [  # noqa: F822  (each name is resolved by __getattr__ below)
+    "KzooError", "Recipe", "__version__", "audit", "augmentation", "build", "describe",
+    "evaluate", "export", "fine_tune", "list_models", "list_recipes", "load_dataset",
+    "load_model", "load_recipe", "predict", "register_model", "train", "tune",
+]
 
 
 def __getattr__(name: str):
