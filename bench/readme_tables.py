@@ -108,11 +108,13 @@ def speed_table(folder: Path = HERE / "results" / "speed") -> str:
         pipeline = doc.get("pipeline") or {}
         if "decode_images_per_s" in pipeline:
             fastest = max(s["images_per_s"] for s in doc["summary"].values())
+            streamed = pipeline.get("streamed_augmented_epoch_images_per_s")
+            from_disk = f" ({streamed:,.0f}/s streamed from the disk cache)" if streamed else ""
             notes.append(
                 f"  - input: image files decode at {pipeline['decode_images_per_s']:,.0f}/s (once, "
-                f"before training); a cached epoch streams at {pipeline['epoch_images_per_s']:,.0f}/s, "
+                f"on the first run); a cached epoch streams at {pipeline['epoch_images_per_s']:,.0f}/s, "
                 f"{pipeline['augmented_epoch_images_per_s']:,.0f}/s with the `{pipeline['augmentation']}` "
-                f"augmentation; the model trains at up to {fastest:,.0f}/s "
+                f"augmentation{from_disk}; the model trains at up to {fastest:,.0f}/s "
                 f"(`{doc.get('pipeline_command', doc['command'])}`)"
             )
     return "\n".join(lines + notes)

@@ -34,7 +34,7 @@ _PUBLIC = {
     "train": "kzoo.training",
     "tune": "kzoo.tuning",
 }
-__all__ = [  # noqa: F822  (each name is resolved by __getattr__ below)
+__all__ = [  # each name is imported on first use, by __getattr__ below
     "KzooError", "Recipe", "__version__", "audit", "augmentation", "build", "describe",
     "evaluate", "export", "fine_tune", "list_models", "list_recipes", "load_dataset",
     "load_model", "load_recipe", "predict", "register_model", "train", "tune",

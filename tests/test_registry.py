@@ -282,3 +282,17 @@ def test_register_model_reads_defaults_from_the_signature():
             kzoo.register_model(summary="", description="", source="")(zz_test_model)
     finally:
         registry._REGISTRY.pop("zz_test_model", None)
+
+
+def test_every_public_name_resolves_and_importing_kzoo_needs_no_tensorflow():
+    import subprocess
+    import sys
+
+    import kzoo
+
+    assert sorted(kzoo.__all__) == sorted(["__version__", *kzoo._PUBLIC])
+    for name in kzoo.__all__:
+        assert getattr(kzoo, name) is not None
+    code = "import sys, kzoo, kzoo.folders, kzoo.images; print('tensorflow' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
