@@ -19,27 +19,29 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 import tensorflow as tf
 
 BLOCK_BYTES = 8 << 20  # rows read from disk per read, about
-SHUFFLE_BUFFER_BYTES = 256 << 20  # the bounded shuffle buffer of a streamed split
+SHUFFLE_BUFFER_BYTES = 128 << 20  # the bounded shuffle buffer of a streamed split
 
 
 def in_memory_limit() -> int:
     """Bytes of rows a split may hold in memory: ``$KZOO_IN_MEMORY_LIMIT_MB``, default the
-    smaller of 1 GiB and a sixteenth of the machine's memory."""
+    smaller of 256 MiB and a 32nd of the machine's memory: room for CIFAR-10 or a few hundred
+    photos, while a split of thousands of photos streams (held in memory, a split of 4,000
+    224-pixel images would take 600 MB, next to a model's own 2 GB)."""
     given = os.environ.get("KZOO_IN_MEMORY_LIMIT_MB")
     if given:
         return int(float(given) * (1 << 20))
     try:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
-        memory = 16 << 30
-    return min(1 << 30, memory // 16)
+        memory = 8 << 30
+    return min(256 << 20, memory // 32)
 
 
 class RowSource(Protocol):
@@ -71,6 +73,7 @@ class Examples:
     rows: np.ndarray
     labels: np.ndarray
     paths: list[str]
+    _tensors: Any = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def from_arrays(cls, images: np.ndarray, labels: np.ndarray) -> Examples:
@@ -118,6 +121,13 @@ class Examples:
         """The image (row) at ``position``."""
         return self.source.read([self.rows[position]])[0]
 
+    def tensors(self) -> tuple[tf.Tensor, tf.Tensor]:
+        """The rows and labels as tensors in memory, made once and shared by every pipeline
+        over these examples (so validating every epoch holds one copy, not one per phase)."""
+        if self._tensors is None:
+            self._tensors = (tf.constant(self.read_all()), tf.constant(self.labels))
+        return self._tensors
+
     def read_all(self) -> np.ndarray:
         if self.in_memory and np.array_equal(self.rows, np.arange(len(self.source.array))):
             return self.source.array  # no copy
@@ -161,8 +171,7 @@ def _blocks(examples: Examples, shuffle_seed: int | None) -> tf.data.Dataset:
 
 
 def _in_memory_batches(examples: Examples, batch_size: int, shuffle_seed: int | None) -> tf.data.Dataset:
-    images = tf.constant(examples.read_all())
-    labels = tf.constant(examples.labels)
+    images, labels = examples.tensors()
     indices = tf.data.Dataset.range(len(examples))
     if shuffle_seed is not None:
         indices = indices.shuffle(len(examples), seed=shuffle_seed, reshuffle_each_iteration=True)
