@@ -45,21 +45,16 @@ import keras
 import keras_tuner as kt
 import tensorflow as tf
 
+from kzoo._compat import custom_gradient_names, forget_custom_gradients
 from kzoo.augment import PRESETS, augmentation
 from kzoo.datasets import Splits
 from kzoo.errors import KzooError
+from kzoo.optimizers import make_optimizer
 from kzoo.pipeline import make_pipeline
 from kzoo.recipes import Recipe, SearchRange, load_recipe, parse_search_entry, save_recipe
 from kzoo.registry import get_spec
-from kzoo.training import (
-    TrainResult,
-    _seed_everything,
-    build_for,
-    load_splits,
-    make_optimizer,
-    train,
-    with_validation_in_train,
-)
+from kzoo.runs import TrainResult, seed_everything
+from kzoo.training import build_for, load_splits, train, with_validation_in_train
 
 OBJECTIVE = kt.Objective("val_accuracy", direction="max")
 DEFAULT_BATCH_SIZES = (16, 32, 64, 128, 256, 512, 1024, 2000)
@@ -292,7 +287,7 @@ class RecipeHyperModel(kt.HyperModel):
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
         recipe = self.recipe_for(hp)
-        _seed_everything(recipe.seed)  # every trial starts from the same initial weights
+        seed_everything(recipe.seed)  # every trial starts from the same initial weights
         return build_for(recipe, self.splits)
 
     def fit(self, hp, model, train, validation, *, epochs, initial_epoch=0, callbacks=None,
@@ -463,15 +458,11 @@ class HyperbandOracle(_KzooOracle, kt.oracles.HyperbandOracle):
         self.max_trials = max_trials
 
 
-def custom_gradients() -> dict[str, Any]:
-    """TensorFlow's registered ``tf.custom_gradient`` functions (a private registry; empty if a
-    TensorFlow release moves it, or when Keras runs on another backend)."""
+def custom_gradients() -> set[str]:
+    """TensorFlow's registered ``tf.custom_gradient`` names (none on another backend)."""
     if keras.backend.backend() != "tensorflow":
-        return {}  # on JAX the train step is traced by JAX: no tf.custom_gradient, nothing leaks
-    from tensorflow.python.framework import ops
-
-    registry = getattr(getattr(ops, "_gradient_registry", None), "_registry", {})
-    return {name: entry for name, entry in registry.items() if name.startswith("CustomGradient-")}
+        return set()  # on JAX the train step is traced by JAX: no tf.custom_gradient, nothing leaks
+    return custom_gradient_names()
 
 
 class _KzooTuner:
@@ -501,12 +492,7 @@ class _KzooTuner:
 
     def on_trial_end(self, trial):
         super().on_trial_end(trial)
-        leaked = set(custom_gradients()) - self._gradients_before_trial  # empty but on TensorFlow
-        if leaked:
-            from tensorflow.python.framework import ops
-
-            for name in leaked:
-                del ops._gradient_registry._registry[name]
+        forget_custom_gradients(custom_gradients() - self._gradients_before_trial)
 
 
 class RandomSearch(_KzooTuner, kt.RandomSearch):
@@ -722,6 +708,7 @@ def tune(
     project_name: str | None = None,
     overwrite: bool = False,
     retrain_best: bool = False,
+    seed: int | None = None,
     data_dir: str | os.PathLike | None = None,
     chief: str | None = None,
     worker: str | None = None,
@@ -746,7 +733,7 @@ def tune(
     >>> result = kzoo.tune("lenet5_mnist", max_trials=20, epochs=3,
     ...                    search={"batch_size": {"values": [32, 128, 2000]}})
     """
-    recipe = load_recipe(recipe).with_overrides(epochs=epochs)
+    recipe = load_recipe(recipe).with_overrides(epochs=epochs, seed=seed)
     if recipe.finetune is not None:
         raise KzooError(f"recipe {recipe.name!r} fine-tunes a pretrained backbone in two phases; "
                         "kzoo tune searches recipes trained in one (tune its finetune settings "
