@@ -8,47 +8,7 @@ the versions checked.
 
 from __future__ import annotations
 
-import json
-import shutil
-from pathlib import Path
-
 CHECKED = {"keras": "3.15.1", "tensorflow": "2.21.0", "keras-tuner": "1.4.8"}
-
-# keras.callbacks.BackupAndRestore's files (keras/src/callbacks/backup_and_restore.py, checked
-# on Keras 3.15.1): the epochs done are in training_metadata.json, and with
-# double_checkpoint=True the state before that is kept with a .bkp suffix.
-BACKUP_WEIGHTS = "latest.weights.h5"
-BACKUP_METADATA = "training_metadata.json"
-PREVIOUS_SUFFIX = ".bkp"
-
-
-def backup_epochs_done(backup_dir: Path) -> int:
-    """Epochs a ``BackupAndRestore`` backup holds (0 if none). A backup whose metadata was
-    cut off mid-write (a kill at that moment) is replaced by the one before it, with a
-    message, so that Keras resumes from the last good state instead of failing."""
-    metadata = backup_dir / BACKUP_METADATA
-    if not metadata.is_file():
-        return 0
-    try:
-        return int(json.loads(metadata.read_text())["epoch"])
-    except (ValueError, KeyError, TypeError):
-        pass
-    previous = backup_dir / (BACKUP_METADATA + PREVIOUS_SUFFIX)
-    weights = backup_dir / (BACKUP_WEIGHTS + PREVIOUS_SUFFIX)
-    try:
-        epoch = int(json.loads(previous.read_text())["epoch"])
-    except (OSError, ValueError, KeyError, TypeError):
-        metadata.unlink()
-        (backup_dir / BACKUP_WEIGHTS).unlink(missing_ok=True)
-        print("kzoo: the run's checkpoint was cut off while being written and no earlier one "
-              "is kept; resuming from the start")
-        return 0
-    shutil.copyfile(weights, backup_dir / BACKUP_WEIGHTS)
-    shutil.copyfile(previous, metadata)
-    print(f"kzoo: the last checkpoint was cut off while being written; resuming from the one "
-          f"before it (after epoch {epoch})")
-    return epoch
-
 
 def custom_gradient_names() -> set[str]:
     """The names TensorFlow's graph-mode ``tf.custom_gradient`` has registered so far

@@ -14,7 +14,9 @@ import fnmatch
 import json
 import math
 import os
+import re
 import sys
+import threading
 from pathlib import Path
 
 from kzoo.errors import KzooError
@@ -426,14 +428,38 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def quiet_tensorflow(verbose: bool) -> None:
-    """TensorFlow's C++ log lines (start-up notices, and an ``E0000 ... use_unbounded_threadpool``
-    line that means nothing to a user) are off unless ``--verbose``; set before TensorFlow is
-    imported, as it reads them then."""
-    level = "0" if verbose else "3"
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = level
-    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", level)
-    os.environ.setdefault("GRPC_VERBOSITY", "DEBUG" if verbose else "NONE")
+_NATIVE_LOG_LINE = re.compile(
+    r"^([IWEF]\d{4} [\d:.]+ +\d+ \S+:\d+\]|WARNING: All log messages before absl)")
+
+
+class NativeLogFilter:
+    """Drops the log lines TensorFlow's C++ code writes straight to the stderr file (start-up
+    notices, and an ``E0000 ... use_unbounded_threadpool`` line that means nothing to a user),
+    which no setting of TensorFlow 2.21 turns off: stderr goes through a pipe, and a thread
+    passes on every other line. :meth:`close` restores stderr and flushes what is left."""
+
+    def __init__(self):
+        sys.stderr.flush()
+        self.saved = os.dup(2)
+        read, write = os.pipe()
+        os.dup2(write, 2)
+        os.close(write)
+        self.thread = threading.Thread(target=self._forward, args=(read, os.dup(self.saved)),
+                                       daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def _forward(read: int, write: int) -> None:
+        with os.fdopen(read, "rb") as pipe, os.fdopen(write, "wb", 0) as out:
+            for line in pipe:
+                if not _NATIVE_LOG_LINE.match(line.decode("utf-8", "replace")):
+                    out.write(line)
+
+    def close(self) -> None:
+        sys.stderr.flush()
+        os.dup2(self.saved, 2)  # the pipe's last writer closes: the thread reads to the end
+        os.close(self.saved)
+        self.thread.join(timeout=5)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -441,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
         args = make_parser().parse_args(argv)
     except SystemExit as done:  # --help, or a bad flag (one line on stderr already)
         return int(done.code or 0)
-    quiet_tensorflow(getattr(args, "verbose", False))
+    native_logs = None if getattr(args, "verbose", False) else NativeLogFilter()
     try:
         args.run(args)
     except KzooError as error:
@@ -449,6 +475,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    finally:
+        if native_logs is not None:
+            native_logs.close()
     return 0
 
 

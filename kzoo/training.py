@@ -17,15 +17,15 @@ from typing import Any
 
 import keras
 
-from kzoo._compat import backup_epochs_done
 from kzoo.augment import augmentation
+from kzoo.checkpoints import EpochCheckpoints
 from kzoo.datasets import Splits, load_dataset, print_data_summary
 from kzoo.errors import KzooError
 from kzoo.evaluation import confusion_matrix, format_confusion_matrix, predict_labels
 from kzoo.files import write_csv, write_json
 from kzoo.finetune import fine_tune
 from kzoo.optimizers import class_weights, make_optimizer
-from kzoo.pipeline import make_pipeline
+from kzoo.pipeline import epoch_batches, make_pipeline
 from kzoo.recipes import Recipe, load_recipe
 from kzoo.registry import build, get_spec, load_model
 from kzoo.runs import (
@@ -161,8 +161,6 @@ def train(
     if not resume:  # only now: bad input above leaves no half-made run directory behind
         start_run_dir(recipe, run_dir, "train", data_dir, splits.class_names)
     train_examples = splits.examples["train"]
-    train_data = make_pipeline(train_examples, recipe.batch_size, shuffle_seed=recipe.seed,
-                               augment=augmentation(recipe.augmentation, seed=recipe.seed))
     validation_data = None if train_on_validation else make_pipeline(
         splits.examples["validation"], recipe.batch_size)
     steps_per_epoch = math.ceil(splits.sizes["train"] / recipe.batch_size)
@@ -171,15 +169,22 @@ def train(
         loss=recipe.loss,
         metrics=["accuracy"],
     )
-
-    history_csv, backup_dir = run_dir / "history.csv", run_dir / "backup"
-    _trim_history(history_csv, backup_epochs_done(backup_dir))
+    checkpoints = EpochCheckpoints(run_dir / "backup")
+    done = checkpoints.restore(model) if resume else 0
+    if resume:
+        print(f"kzoo: resuming {run_dir} after epoch {done} of {recipe.epochs}")
+    history_csv = run_dir / "history.csv"
+    _trim_history(history_csv, done)
+    # Every epoch's order and augmentation are a function of (seed, epoch): a resumed run
+    # trains on exactly the batches an uninterrupted one would.
+    train_data = epoch_batches(train_examples, recipe.batch_size, recipe.seed,
+                               augmentation(recipe.augmentation, seed=recipe.seed),
+                               first_epoch=done, epochs=recipe.epochs)
     keep_good = KeepLastGoodModel(run_dir / "model.keras", splits.class_names)
     callbacks = [
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.CSVLogger(str(history_csv), append=True),
-        # Two checkpoints: a run killed while writing one resumes from the other.
-        keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True),
+        checkpoints,  # after the history row: a kill between the two retrains that epoch
         keep_good,
         keras.callbacks.TensorBoard(str(run_dir / "logs"), profile_batch=0),
     ]
@@ -187,6 +192,7 @@ def train(
     started = time.perf_counter()
     try:
         model.fit(train_data, validation_data=validation_data, epochs=recipe.epochs,
+                  initial_epoch=done, steps_per_epoch=steps_per_epoch,
                   callbacks=callbacks, verbose=verbose, shuffle=False,
                   class_weight=class_weights(recipe, train_examples.labels,
                                              len(splits.class_names)))
@@ -222,6 +228,7 @@ def train(
         **{f"final_{key}": values[-1] for key, values in history.items() if key != "epoch"},
     )
     write_json(run_dir / "metrics.json", metrics)
+    checkpoints.remove()  # finished: nothing left to resume
     figure, key = ("test", "test_accuracy") if splits.has_test else (
         "validation (no test split)", "val_accuracy")
     print(f"kzoo: {figure} accuracy {metrics[key]:.4f}"
@@ -244,7 +251,7 @@ def evaluate_run(model: keras.Model, recipe: Recipe, splits: Splits, run_dir: Pa
     """Test loss and accuracy (on the validation split where there is no test split: then
     ``test_split`` says so), with the confusion matrix printed and saved as CSV."""
     test_data = make_pipeline(splits.examples[splits.test_split], recipe.batch_size)
-    if model.optimizer is None or not model.compiled:
+    if getattr(model, "optimizer", None) is None or not model.compiled:
         model.compile(loss=recipe.loss, metrics=["accuracy"])
     loss, accuracy = model.evaluate(test_data, verbose=0)
     prefix = "test" if splits.has_test else "val"  # a validation figure is never called a test one

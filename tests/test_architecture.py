@@ -104,7 +104,7 @@ def test_every_module_imports_on_its_own():
 
     context = multiprocessing.get_context("fork")
     failed = []
-    for name in MODULES:
+    for name in [m for m in MODULES if m != "kzoo.__main__"]:  # that one runs the command
         child = context.Process(target=_import_alone, args=(name,))
         child.start()
         child.join(120)

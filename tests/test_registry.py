@@ -296,3 +296,14 @@ def test_every_public_name_resolves_and_importing_kzoo_needs_no_tensorflow():
     code = "import sys, kzoo, kzoo.folders, kzoo.images; print('tensorflow' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_the_model_index_matches_the_builders():
+    """kzoo/models/index.json (what `kzoo list` and `kzoo info` read without Keras) is what the
+    builders say; after changing a model, `python -m kzoo.catalog` rewrites it."""
+    import json
+
+    from kzoo.catalog import model_index
+    from kzoo.registry import INDEX
+
+    assert json.loads(INDEX.read_text()) == model_index(), "run `python -m kzoo.catalog`"
