@@ -251,6 +251,7 @@ def _tune(args: argparse.Namespace) -> None:
         directory=args.directory, project_name=args.project, overwrite=args.overwrite,
         retrain_best=args.retrain_best, seed=args.seed, data_dir=args.data_dir, chief=args.chief,
         worker=args.worker, tuner_id=args.tuner_id, max_failures=args.max_failures,
+        worker_timeout=args.worker_timeout,
         verbose=_keras_verbosity(args),
     )
 
@@ -422,6 +423,9 @@ def make_parser() -> argparse.ArgumentParser:
                       help="serve the search to workers, listening on HOST:PORT")
     role.add_argument("--worker", metavar="HOST:PORT",
                       help="run trials for the chief at HOST:PORT")
+    searching.add_argument("--worker-timeout", type=_rate, metavar="SECONDS",
+                           help="give a silent worker's trial to another after SECONDS (default "
+                           "3x the longest silence seen between a worker's reports, at least 60)")
     searching.add_argument("--tuner-id", help="a worker's name (default worker-HOST-PID); reuse "
                            "it when restarting a worker so it takes up its unfinished trial")
     searching.set_defaults(run=_tune)
