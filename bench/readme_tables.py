@@ -20,6 +20,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 README = HERE.parent / "README.md"
+RESULTS = HERE / "results"
 
 
 OPTION_FLAGS = {"learning_rate": "--learning-rate", "batch_size": "--batch-size"}
@@ -128,11 +129,44 @@ def replace_between_markers(text: str, name: str, body: str) -> str:
     return f"{head}{start}\n{body}\n{end}{tail}"
 
 
+def folder_table() -> str:
+    """The image-folder scale table, from bench/results/folder_scale.json (and the decoding
+    comparison from bench/results/decode_workers.json)."""
+    doc = json.loads((RESULTS / "folder_scale.json").read_text())
+    lines = [("| folder | run | cache | images decoded | decode rate | head epoch | fine-tune epoch "
+             "| per 1,000 training images (head + fine-tune) | peak memory (process tree) |"),
+             "|---|---|---|---|---|---|---|---|---|"]
+    for size, entry in sorted(doc["sizes"].items(), key=lambda item: int(item[0])):
+        for run in entry.get("runs", []):
+            data, epochs = run.get("data") or {}, run.get("per_epoch_s") or {}
+            train = (run.get("images") or {}).get("train") or 1
+            head, tune = epochs.get("head_s"), epochs.get("finetune_s")
+            rate = f"{data['decode_rate']:,.0f}/s" if data.get("decode_rate") else "-"
+            per_1000 = f"{1000 * (head + tune) / train:.1f} s" if head and tune else "-"
+            lines.append(
+                f"| {int(size):,} images | {run['run']} | {data.get('cache', '?')} | "
+                f"{data.get('decoded', '?'):,} | {rate} | {head:.0f} s | {tune:.0f} s | "
+                f"{per_1000} | {run['peak_rss_mb'] / 1024:.2f} GB |")
+    lines += ["", (f"`{doc['command']}`; each run is `{doc['kzoo_command']}` "
+              f"({doc['settings']['classes']} classes, {doc['settings']['val_fraction']:.0%} in "
+              "val/, one head epoch and one fine-tune epoch, each with its pass over the "
+              "validation images).")]
+    decode = RESULTS / "decode_workers.json"
+    if decode.is_file():
+        workers = json.loads(decode.read_text())
+        ratios = ", ".join(f"{name} {value:.2f}x" for name, value in
+                           workers["ratios_to_1_thread"].items() if name != "1 thread")
+        lines += ["", (f"Decoding (read, hash, decode, frame to 224 px) against one thread: "
+                  f"{ratios} (`{workers['command']}`).")]
+    return "\n".join(lines)
+
+
 def updated_readme(text: str) -> str:
     from kzoo.catalog import model_table
 
     text = replace_between_markers(text, "models", model_table())
     text = replace_between_markers(text, "results", table(load_results()))
+    text = replace_between_markers(text, "folders", folder_table())
     return replace_between_markers(text, "speed", speed_table())
 
 

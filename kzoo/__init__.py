@@ -30,7 +30,7 @@ _PUBLIC = {
     "load_model": "kzoo.registry",
     "load_recipe": "kzoo.recipes",
     "predict": "kzoo.inference",
-    "register_model": "kzoo.registry",
+    "register_model": "kzoo.specs",
     "train": "kzoo.training",
     "tune": "kzoo.tuning",
 }

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from typing import Any
 
 from kzoo.recipes import list_recipes, load_recipe
-from kzoo.registry import get_spec, list_models, parameter_count
+from kzoo.registry import (
+    INDEX,
+    count_parameters,
+    get_spec,
+    list_models,
+    loaded_specs,
+    parameter_count,
+)
 
 
 def recipes_using(model: str) -> list[dict[str, Any]]:
@@ -60,3 +69,22 @@ def model_table() -> str:
             f"{recipes} | {get_spec(name).summary} |"
         )
     return "\n".join(lines)
+
+
+def model_index() -> dict[str, Any]:
+    """``models/index.json`` as the builders say it should be (every model built once)."""
+    entries = {}
+    for name, spec in sorted(loaded_specs().items()):
+        entry = spec.to_index()
+        entry["parameters"] = count_parameters(name)
+        entries[name] = json.loads(json.dumps(entry))  # tuples as lists, as read back
+    return entries
+
+
+def write_model_index() -> None:
+    INDEX.write_text(json.dumps(model_index(), indent=1) + "\n")
+
+
+if __name__ == "__main__":  # python -m kzoo.catalog: rewrite models/index.json
+    write_model_index()
+    print(f"wrote {INDEX}", file=sys.stderr)

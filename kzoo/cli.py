@@ -12,7 +12,11 @@ import argparse
 import csv
 import fnmatch
 import json
+import math
+import os
+import re
 import sys
+import threading
 from pathlib import Path
 
 from kzoo.errors import KzooError
@@ -67,7 +71,47 @@ def _train(args: argparse.Namespace) -> None:
         args.recipe, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
         dropout=args.dropout, class_weight=args.class_weight, seed=args.seed,
         data_dir=args.data_dir, run_dir=args.run_dir, resume=args.resume,
+        verbose=_keras_verbosity(args),
     )
+
+
+def _keras_verbosity(args: argparse.Namespace) -> str | int:
+    """Keras's ``verbose``: one line an epoch with ``--quiet``, progress bars otherwise."""
+    return 2 if args.quiet else "auto"
+
+
+def _rate(text: str) -> float:
+    """A learning rate: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a valid rate; expected a finite "
+                                         "number > 0, e.g. 0.001")
+    return value
+
+
+def _count(text: str) -> int:
+    """A whole number >= 1 (a batch size, epochs)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid; expected a whole number >= 1")
+    return value
+
+
+def _fraction(text: str) -> float:
+    """A number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid; expected a number from 0 to 1")
+    return value
 
 
 def _weights(value: str) -> str | None:
@@ -88,13 +132,13 @@ def _option(text: str) -> tuple[str, object]:
 
 
 def _finetune(args: argparse.Namespace) -> None:
-    from kzoo.finetune import _FROM_RECIPE, fine_tune
+    from kzoo.finetune import FROM_RECIPE, fine_tune
 
     fine_tune(
         args.folder, recipe=args.recipe, backbone=args.backbone,
-        weights=_FROM_RECIPE if args.weights is False else args.weights,
+        weights=FROM_RECIPE if args.weights is False else args.weights,
         image_size=args.image_size, model_options=dict(args.option or []) or None,
-        center_crop=_FROM_RECIPE if args.center_crop is False else args.center_crop,
+        center_crop=FROM_RECIPE if args.center_crop is False else args.center_crop,
         epochs=args.epochs, head_epochs=args.head_epochs, learning_rate=args.lr,
         head_learning_rate=args.head_lr, batch_size=args.batch_size,
         augmentation=args.augmentation, unfreeze=args.unfreeze,
@@ -205,14 +249,38 @@ def _tune(args: argparse.Namespace) -> None:
         args.recipe, algorithm=args.algorithm, max_trials=args.max_trials, epochs=args.epochs,
         search=dict(parse_search_option(text) for text in args.search or []),
         directory=args.directory, project_name=args.project, overwrite=args.overwrite,
-        retrain_best=args.retrain_best, data_dir=args.data_dir, chief=args.chief,
+        retrain_best=args.retrain_best, seed=args.seed, data_dir=args.data_dir, chief=args.chief,
         worker=args.worker, tuner_id=args.tuner_id, max_failures=args.max_failures,
-        verbose=2 if args.quiet else "auto",
+        worker_timeout=args.worker_timeout,
+        verbose=_keras_verbosity(args),
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line: ``kzoo: error: ...``, exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"kzoo: error: {self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
+def _add_common(parser: argparse.ArgumentParser, *, seed=False, data=False, run=False) -> None:
+    """The flags every command that takes them spells alike."""
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument("--quiet", action="store_true",
+                          help="one line per epoch, no progress bars")
+    loudness.add_argument("--verbose", action="store_true",
+                          help="also show TensorFlow's own log lines")
+    if seed:
+        parser.add_argument("--seed", type=int, help="random seed (default the recipe's)")
+    if data:
+        parser.add_argument("--data-dir", help="folder holding the data (mnist.npz, "
+                            "cifar10/, image folders, weights/)")
+    if run:
+        parser.add_argument("--run-dir", help="where results go (default runs/RECIPE-TIME)")
+
+
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kzoo", description="A Keras model zoo.")
+    parser = _Parser(prog="kzoo", description="A Keras model zoo.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     listing = commands.add_parser("list", help="list models (or recipes)")
@@ -229,15 +297,13 @@ def make_parser() -> argparse.ArgumentParser:
 
     training = commands.add_parser("train", help="train a recipe (a name or a YAML path)")
     training.add_argument("recipe", help="a recipe name from `kzoo list --recipes`, or a YAML path")
-    training.add_argument("--epochs", type=int)
-    training.add_argument("--batch-size", type=int)
-    training.add_argument("--lr", type=float, help="learning rate")
-    training.add_argument("--dropout", type=float, help="the model's dropout rate")
+    training.add_argument("--epochs", type=_count)
+    training.add_argument("--batch-size", type=_count)
+    training.add_argument("--lr", type=_rate, help="learning rate")
+    training.add_argument("--dropout", type=_fraction, help="the model's dropout rate")
     training.add_argument("--class-weight", choices=("balanced", "none"),
                           help="balanced: weigh each class's loss by the inverse of its share")
-    training.add_argument("--seed", type=int)
-    training.add_argument("--data-dir", help="folder holding the data (mnist.npz, cifar10/...)")
-    training.add_argument("--run-dir", help="where results go (default runs/RECIPE-TIME)")
+    _add_common(training, seed=True, data=True, run=True)
     training.add_argument("--resume", action="store_true",
                           help="continue an interrupted run (the latest one, or --run-dir)")
     training.set_defaults(run=_train)
@@ -254,19 +320,19 @@ def make_parser() -> argparse.ArgumentParser:
                         "default resnet50")
     tuning.add_argument("--weights", type=_weights, default=False,
                         help="imagenet (default), none, or the path of a weights file")
-    tuning.add_argument("--image-size", type=int, help="input side in pixels (default 224)")
+    tuning.add_argument("--image-size", type=_count, help="input side in pixels (default 224)")
     tuning.add_argument("--center-crop", type=_crop, default=False, metavar="F",
                         help="keep the central fraction F of each image, undistorted (default "
                         "0.875), or none: the whole image, squashed")
     tuning.add_argument("--option", type=_option, action="append", metavar="KEY=VALUE",
                         help="a backbone option, e.g. --option alpha=0.35 (repeatable)")
-    tuning.add_argument("--epochs", type=int, help="fine-tuning epochs, after the head epochs")
+    tuning.add_argument("--epochs", type=_count, help="fine-tuning epochs, after the head epochs")
     tuning.add_argument("--head-epochs", type=int, help="epochs of the head on the frozen backbone")
-    tuning.add_argument("--lr", type=float, help="fine-tuning learning rate")
-    tuning.add_argument("--head-lr", type=float, help="learning rate of the head phase")
-    tuning.add_argument("--batch-size", type=int)
+    tuning.add_argument("--lr", type=_rate, help="fine-tuning learning rate")
+    tuning.add_argument("--head-lr", type=_rate, help="learning rate of the head phase")
+    tuning.add_argument("--batch-size", type=_count)
     tuning.add_argument("--augmentation", help="augmentation preset (imagenet, none, ...)")
-    tuning.add_argument("--unfreeze", type=float,
+    tuning.add_argument("--unfreeze", type=_fraction,
                         help="fraction of the backbone's layers to fine-tune, from the top (0-1)")
     tuning.add_argument("--discriminative-lr", type=float, metavar="F",
                         help="lower layers learn slower, down to F times the rate (0 < F <= 1)")
@@ -276,12 +342,9 @@ def make_parser() -> argparse.ArgumentParser:
                         help="balanced: weigh each class's loss by the inverse of its share")
     tuning.add_argument("--keep-last", action="store_true",
                         help="keep each phase's last epoch, not its best validation epoch")
-    tuning.add_argument("--seed", type=int)
-    tuning.add_argument("--validation-split", type=float,
+    tuning.add_argument("--validation-split", type=_fraction,
                         help="fraction held out when FOLDER has no val/ folder")
-    tuning.add_argument("--data-dir", help="folder searched for the dataset and for weights/")
-    tuning.add_argument("--run-dir", help="where results go (default runs/RECIPE-TIME)")
-    tuning.add_argument("--quiet", action="store_true", help="one line per epoch, no progress bars")
+    _add_common(tuning, seed=True, data=True, run=True)
     tuning.set_defaults(run=_finetune)
 
     auditing = commands.add_parser(
@@ -291,13 +354,13 @@ def make_parser() -> argparse.ArgumentParser:
         "files, byte-identical files within and across splits (leakage), sizes and modes.",
     )
     auditing.add_argument("folder", help="train/ val/ test/ folders of class folders, or class folders")
-    auditing.add_argument("--image-size", type=int, default=224,
+    auditing.add_argument("--image-size", type=_count, default=224,
                           help="side the images are cached at (default 224)")
     auditing.add_argument("--center-crop", type=_crop, default=0.875, metavar="F",
                           help="framing the images are cached at (default 0.875, as finetune)")
     auditing.add_argument("--output", default="audit.json", help="where to write the report")
     auditing.add_argument("--json", action="store_true", help="print the report as JSON")
-    auditing.add_argument("--quiet", action="store_true", help="no progress line")
+    _add_common(auditing)
     auditing.set_defaults(run=_audit)
 
     caching = commands.add_parser("cache", help="show or free kzoo's cache of decoded images")
@@ -308,14 +371,16 @@ def make_parser() -> argparse.ArgumentParser:
     predicting = commands.add_parser("predict", help="classify images with a trained run")
     predicting.add_argument("run_dir", help="a run directory (or a .keras file)")
     predicting.add_argument("images", nargs="+", help="image files or folders")
-    predicting.add_argument("--top-k", type=int, default=3, help="classes shown per image")
+    predicting.add_argument("--top-k", type=_count, default=3, help="classes shown per image")
     predicting.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    _add_common(predicting)
     predicting.set_defaults(run=_predict)
 
     evaluating = commands.add_parser("evaluate", help="evaluate a trained run on a labelled folder")
     evaluating.add_argument("run_dir", help="a run directory (or a .keras file)")
     evaluating.add_argument("folder", help="a folder of class folders named as the model's classes")
     evaluating.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    _add_common(evaluating)
     evaluating.set_defaults(run=_evaluate)
 
     exporting = commands.add_parser("export", help="export a trained run's model")
@@ -323,6 +388,7 @@ def make_parser() -> argparse.ArgumentParser:
     exporting.add_argument("--format", choices=("keras", "saved_model", "tflite", "onnx"),
                            default="keras")
     exporting.add_argument("--output", help="where to write it (default RUN_DIR/export/)")
+    _add_common(exporting)
     exporting.set_defaults(run=_export)
 
     searching = commands.add_parser(
@@ -334,9 +400,9 @@ def make_parser() -> argparse.ArgumentParser:
                            help="a recipe name from `kzoo list --recipes`, or a YAML path")
     searching.add_argument("--algorithm", choices=("random", "hyperband", "bayesian"),
                            default="random")
-    searching.add_argument("--max-trials", type=int, metavar="N",
+    searching.add_argument("--max-trials", type=_count, metavar="N",
                            help="trials to run (default 10; Hyperband: no cap)")
-    searching.add_argument("--epochs", type=int, metavar="N",
+    searching.add_argument("--epochs", type=_count, metavar="N",
                            help="epochs a trial trains (Hyperband: the most); default the recipe's")
     searching.add_argument("--search", action="append", metavar="NAME=SPEC",
                            help="where to search NAME: MIN:MAX[:STEP][:log], V1,V2,... or off; "
@@ -349,24 +415,63 @@ def make_parser() -> argparse.ArgumentParser:
                            help="start afresh instead of resuming the search in its folder")
     searching.add_argument("--retrain-best", action="store_true",
                            help="then train the best settings on train+validation into a run dir")
-    searching.add_argument("--max-failures", type=int, default=3, metavar="N",
+    searching.add_argument("--max-failures", type=_count, default=3, metavar="N",
                            help="stop after N failed trials in a row (default 3)")
-    searching.add_argument("--data-dir", help="folder holding the data (mnist.npz, cifar10/...)")
+    _add_common(searching, seed=True, data=True)
     role = searching.add_mutually_exclusive_group()
     role.add_argument("--chief", metavar="HOST:PORT",
                       help="serve the search to workers, listening on HOST:PORT")
     role.add_argument("--worker", metavar="HOST:PORT",
                       help="run trials for the chief at HOST:PORT")
+    searching.add_argument("--worker-timeout", type=_rate, metavar="SECONDS",
+                           help="give a silent worker's trial to another after SECONDS (default "
+                           "3x the longest silence seen between a worker's reports, at least 60)")
     searching.add_argument("--tuner-id", help="a worker's name (default worker-HOST-PID); reuse "
                            "it when restarting a worker so it takes up its unfinished trial")
-    searching.add_argument("--quiet", action="store_true",
-                           help="one line per epoch, no progress bars")
     searching.set_defaults(run=_tune)
     return parser
 
 
+_NATIVE_LOG_LINE = re.compile(
+    r"^([IWEF]\d{4} [\d:.]+ +\d+ \S+:\d+\]|WARNING: All log messages before absl)")
+
+
+class NativeLogFilter:
+    """Drops the log lines TensorFlow's C++ code writes straight to the stderr file (start-up
+    notices, and an ``E0000 ... use_unbounded_threadpool`` line that means nothing to a user),
+    which no setting of TensorFlow 2.21 turns off: stderr goes through a pipe, and a thread
+    passes on every other line. :meth:`close` restores stderr and flushes what is left."""
+
+    def __init__(self):
+        sys.stderr.flush()
+        self.saved = os.dup(2)
+        read, write = os.pipe()
+        os.dup2(write, 2)
+        os.close(write)
+        self.thread = threading.Thread(target=self._forward, args=(read, os.dup(self.saved)),
+                                       daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def _forward(read: int, write: int) -> None:
+        with os.fdopen(read, "rb") as pipe, os.fdopen(write, "wb", 0) as out:
+            for line in pipe:
+                if not _NATIVE_LOG_LINE.match(line.decode("utf-8", "replace")):
+                    out.write(line)
+
+    def close(self) -> None:
+        sys.stderr.flush()
+        os.dup2(self.saved, 2)  # the pipe's last writer closes: the thread reads to the end
+        os.close(self.saved)
+        self.thread.join(timeout=5)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
+    try:
+        args = make_parser().parse_args(argv)
+    except SystemExit as done:  # --help, or a bad flag (one line on stderr already)
+        return int(done.code or 0)
+    native_logs = None if getattr(args, "verbose", False) else NativeLogFilter()
     try:
         args.run(args)
     except KzooError as error:
@@ -374,6 +479,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    finally:
+        if native_logs is not None:
+            native_logs.close()
     return 0
 
 

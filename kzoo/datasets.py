@@ -327,3 +327,17 @@ def load_dataset(
         f"unknown dataset {name!r}; {hint}expected one of {', '.join(DATASETS)} or the path of "
         "an image folder"
     )
+
+
+def print_data_summary(splits: Splits, verbose: bool = True) -> None:
+    """The short audit of an image folder, and what its scan decoded."""
+    if splits.scan is None:
+        return
+    from kzoo.folders import audit, format_audit
+
+    stats = splits.scan.stats
+    rate = f" ({stats.decode_rate:.0f} images/s)" if stats.decode_rate else ""
+    print(f"kzoo: scanned {stats.files} files in {stats.seconds:.1f}s: {stats.decoded} decoded"
+          f"{rate}, {stats.reused} from the cache, {stats.skipped} skipped (cache {stats.cache})")
+    if verbose:
+        print(format_audit(audit(splits.scan)))

@@ -27,10 +27,7 @@ names and image framing), ``class_names.json``, ``recipe.yaml``, ``history.csv``
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import fnmatch
-import json
 import math
 import os
 import shutil
@@ -43,31 +40,36 @@ import keras
 import numpy as np
 
 from kzoo.augment import augmentation as make_augmentation
-from kzoo.datasets import Splits, data_dirs, find_image_folder, image_folder
+from kzoo.datasets import Splits, data_dirs, find_image_folder, image_folder, print_data_summary
 from kzoo.errors import KzooError
 from kzoo.evaluation import classification_metrics, format_confusion_matrix, format_per_class
+from kzoo.files import write_csv, write_json
 from kzoo.folders import RowFile, audit, scratch_dir
-from kzoo.images import Skipped, describe_skipped
+from kzoo.images import describe_skipped
 from kzoo.models.blocks import ClassifierInfo, with_classifier_info
+from kzoo.optimizers import (
+    class_weights,
+    discriminative_multipliers,
+    make_optimizer,
+    with_lr_multipliers,
+)
 from kzoo.pipeline import ArrayRows, Examples, in_memory_limit, make_pipeline, streams
 from kzoo.recipes import FineTune, Optimizer, Recipe, load_recipe
 from kzoo.registry import build, get_spec, list_models
-from kzoo.training import (
+from kzoo.runs import (
     TrainResult,
-    _seed_everything,
-    _versions,
-    _write_json_atomically,
     choose_run_dir,
-    class_weights,
-    make_optimizer,
-    print_data_summary,
+    run_metrics,
+    save_model,
+    seed_everything,
     start_run_dir,
+    write_history,
 )
 from kzoo.weights import search_weights_in
 
 DEFAULT_BACKBONE = "resnet50"
 LOSS = "sparse_categorical_crossentropy"
-_FROM_RECIPE: Any = object()  # ``weights`` not given: the recipe's (``imagenet`` by default)
+FROM_RECIPE: Any = object()  # ``weights`` not given: the recipe's (``imagenet`` by default)
 
 
 # --- the recipe ----------------------------------------------------------------------------------
@@ -98,10 +100,10 @@ def finetune_recipe(
     recipe: str | os.PathLike | Recipe | None = None,
     *,
     backbone: str | None = None,
-    weights: Any = _FROM_RECIPE,
+    weights: Any = FROM_RECIPE,
     image_size: int | Sequence[int] | None = None,
     model_options: Mapping[str, Any] | None = None,
-    center_crop: Any = _FROM_RECIPE,
+    center_crop: Any = FROM_RECIPE,
     **overrides: Any,
 ) -> Recipe:
     """The recipe a fine-tuning run follows: ``recipe`` (or :func:`default_recipe`) with
@@ -126,7 +128,7 @@ def finetune_recipe(
         kwargs.setdefault("weights", "imagenet")
         base = dataclasses.replace(base, model=backbone)
     kwargs.update(model_options or {})
-    if weights is not _FROM_RECIPE:
+    if weights is not FROM_RECIPE:
         kwargs["weights"] = None if weights is None else str(weights)
     if image_size is not None:
         side = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
@@ -135,7 +137,7 @@ def finetune_recipe(
     if center_crop is None:  # squash whole images: a value, so not an override with_overrides takes
         recipe = dataclasses.replace(recipe, finetune=dataclasses.replace(recipe.finetune,
                                                                           center_crop=None))
-    elif center_crop is not _FROM_RECIPE:
+    elif center_crop is not FROM_RECIPE:
         recipe = recipe.with_overrides(center_crop=center_crop)
     return recipe
 
@@ -171,69 +173,6 @@ def unfreeze_top(model: keras.Model, fraction: float) -> list[keras.layers.Layer
         if layer.trainable:
             unfrozen.append(layer)
     return unfrozen
-
-
-def discriminative_multipliers(layers: Sequence[keras.layers.Layer], lowest: float) -> dict[str, float]:
-    """Learning-rate multipliers falling geometrically from 1 at the top layer to ``lowest``
-    at the bottom one (``layers`` bottom first), keyed by layer name.
-    """
-    count = len(layers)
-    if count < 2 or lowest == 1.0:
-        return {}
-    return {layer.name: lowest ** ((count - 1 - index) / (count - 1)) for index, layer in enumerate(layers)}
-
-
-def multiplier_for(path: str, multipliers: Mapping[str, float]) -> float:
-    """The multiplier of the first pattern matching a variable's path (``"block_16_*"``) or its
-    layer name; 1 where none does.
-    """
-    layer = path.split("/")[0]
-    for pattern, value in multipliers.items():
-        if fnmatch.fnmatchcase(path, pattern) or fnmatch.fnmatchcase(layer, pattern):
-            return float(value)
-    return 1.0
-
-
-class LayerwiseLearningRates:
-    """Mixed into a Keras optimizer class: each variable's learning rate is multiplied by
-    :func:`multiplier_for` its path. Made by :func:`with_lr_multipliers`.
-    """
-
-    def __init__(self, *args, lr_multipliers: Mapping[str, float] | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.lr_multipliers = {str(k): float(v) for k, v in (lr_multipliers or {}).items()}
-        self._scales: tuple[float, ...] = ()
-
-    def build(self, variables):
-        super().build(variables)
-        self._scales = tuple(multiplier_for(v.path, self.lr_multipliers) for v in variables)
-
-    def update_step(self, gradient, variable, learning_rate):
-        scale = self._scales[self._get_variable_index(variable)]
-        if scale != 1.0:
-            learning_rate = learning_rate * scale
-        return super().update_step(gradient, variable, learning_rate)
-
-    def get_config(self):
-        return {**super().get_config(), "lr_multipliers": dict(self.lr_multipliers)}
-
-
-_LAYERWISE: dict[type, type] = {}
-
-
-def with_lr_multipliers(
-    optimizer: keras.optimizers.Optimizer, multipliers: Mapping[str, float]
-) -> keras.optimizers.Optimizer:
-    """A fresh copy of ``optimizer`` whose learning rate is scaled per variable: discriminative
-    learning rates, which Keras lacks. ``multipliers`` maps patterns of variable paths or layer
-    names to factors; unmatched variables keep the full rate.
-
-    >>> optimizer = with_lr_multipliers(keras.optimizers.Adam(1e-4), {"block_1*": 0.1})
-    """
-    base = type(optimizer)
-    if base not in _LAYERWISE:
-        _LAYERWISE[base] = type(f"Layerwise{base.__name__}", (LayerwiseLearningRates, base), {})
-    return _LAYERWISE[base].from_config({**optimizer.get_config(), "lr_multipliers": dict(multipliers)})
 
 
 # --- phase one: the head ----------------------------------------------------------------------
@@ -452,46 +391,14 @@ def _merge_history(phases: Sequence[tuple[str, dict[str, list[float]]]]) -> dict
     return merged
 
 
-def _write_history(history: dict[str, list], path: Path) -> None:
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(list(history))
-        writer.writerows(zip(*history.values()))
-
-
-def _write_skipped(skipped: Sequence[Skipped], path: Path) -> None:
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "reason"])
-        writer.writerows(skipped)
-
-
-def _write_confusion(metrics: dict[str, Any], path: Path) -> None:
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["true\\predicted", *metrics["class_names"]])
-        for name, row in zip(metrics["class_names"], metrics["confusion_matrix"]):
-            writer.writerow([name, *row])
-
-
-def save_for_inference(model: keras.Model, path: Path) -> None:
-    """Save ``model`` without its optimizer (write, then rename): a small file that loads with
-    ``safe_mode=True`` and nothing but kzoo installed.
-    """
-    plain = keras.Model(model.input, model.output, name=model.name)
-    partial = path.with_name(f".partial-{path.name}")
-    plain.save(partial)
-    os.replace(partial, path)
-
-
 def fine_tune(
     data: str | os.PathLike | None = None,
     *,
     recipe: str | os.PathLike | Recipe | None = None,
     backbone: str | None = None,
-    weights: Any = _FROM_RECIPE,
+    weights: Any = FROM_RECIPE,
     image_size: int | Sequence[int] | None = None,
-    center_crop: Any = _FROM_RECIPE,
+    center_crop: Any = FROM_RECIPE,
     model_options: Mapping[str, Any] | None = None,
     epochs: int | None = None,
     head_epochs: int | None = None,
@@ -550,7 +457,7 @@ def fine_tune(
     make_augmentation(recipe.augmentation)
     run_dir = choose_run_dir(recipe, run_dir, resume=False)  # checked now, created once built
     started = time.perf_counter()
-    _seed_everything(recipe.seed)
+    seed_everything(recipe.seed)
     spec_shape = get_spec(recipe.model).input_shape or (224, 224, 3)
     shape = tuple(recipe.model_kwargs.get("input_shape", spec_shape))
     splits = image_folder(folder, shape[:2], shape[2], recipe.validation_split, recipe.seed,
@@ -572,15 +479,15 @@ def fine_tune(
         model = build(recipe.model, num_classes=len(class_names), **recipe.model_kwargs)
     backbone_of(model)
     model = with_classifier_info(model, class_names, recipe.finetune.center_crop)
-    start_run_dir(recipe, run_dir)  # only now: bad input above leaves no run directory behind
-    _write_skipped(skipped, run_dir / "skipped.csv")
-    (run_dir / "class_names.json").write_text(json.dumps(class_names, indent=2))
-    _write_json_atomically(run_dir / "audit.json", audit(splits.scan))
+    # only now: bad input above leaves no run directory behind
+    start_run_dir(recipe, run_dir, "finetune", data_dir, class_names)
+    write_csv(run_dir / "skipped.csv", ["path", "reason"], skipped)
+    write_json(run_dir / "audit.json", audit(splits.scan))
     augment = make_augmentation(recipe.augmentation, seed=recipe.seed)
     head = train_head(model, splits, recipe, augment, verbose)
     top = train_top(model, splits, recipe, augment, verbose, baseline=head.kept_scores)
     history = _merge_history([("head", head.history), ("fine-tune", top.history)])
-    _write_history(history, run_dir / "history.csv")
+    write_history(history, run_dir / "history.csv")
     if history["loss"] and not math.isfinite(history["loss"][-1]) and not recipe.finetune.keep_best:
         raise KzooError(
             f"the loss became NaN while fine-tuning; lower the learning rates (head "
@@ -590,27 +497,29 @@ def fine_tune(
     if kept is not None:
         print(f"kzoo: keeping the model of epoch {kept['epoch']} ({kept['phase']}, validation "
               f"accuracy {history['val_accuracy'][kept['epoch'] - 1]:.4f})")
-    save_for_inference(model, run_dir / "model.keras")
+    save_model(model, run_dir / "model.keras")
     wall_time = time.perf_counter() - started
 
     metrics, probabilities = evaluate_splits(model, splits, recipe.batch_size)
     write_predictions(splits.examples["validation"], probabilities["validation"], class_names,
                       run_dir / "predictions.csv")
+    metrics.update(run_metrics(
+        "finetune", recipe, class_names=class_names, test_split=splits.test_split, sizes=sizes,
+        wall_time_s=wall_time, data_dir=data_dir,
+        timings_s={"read_images": read_s, "scan_s": splits.scan.stats.seconds, **head.timings,
+                   **top.timings},
+    ))
     metrics.update(
-        status="completed", recipe=recipe.name, model=recipe.model, dataset=str(folder),
-        seed=recipe.seed, sizes=sizes, skipped=len(skipped), epochs_run=len(history["epoch"]),
+        dataset=str(folder), skipped=len(skipped), epochs_run=len(history["epoch"]),
         final_val_accuracy=history["val_accuracy"][-1] if history["epoch"] else None,
-        kept_epoch=kept, wall_time_s=round(wall_time, 2),
-        timings_s={key: round(value, 2) for key, value in
-                   {"read_images": read_s, "scan_s": splits.scan.stats.seconds, **head.timings,
-                    **top.timings}.items()},
+        kept_epoch=kept,
         data={**splits.scan.stats.to_dict(),
               "in_memory": not any(streams(part) for part in splits.examples.values())},
         finetune=dataclasses.asdict(recipe.finetune), class_weight=recipe.class_weight,
-        versions=_versions(), expected_accuracy=recipe.expected_accuracy,
     )
-    _write_json_atomically(run_dir / "metrics.json", metrics)
-    _write_confusion(metrics["validation"], run_dir / "confusion_matrix.csv")
+    write_json(run_dir / "metrics.json", metrics)
+    write_csv(run_dir / "confusion_matrix.csv", ["true\\predicted", *class_names],
+              ([name, *row] for name, row in zip(class_names, metrics["validation"]["confusion_matrix"])))
     print(format_confusion_matrix(np.asarray(metrics["validation"]["confusion_matrix"]), class_names))
     print(format_per_class(metrics["validation"]["per_class"]))
 
@@ -665,11 +574,11 @@ def write_predictions(part: Examples, probabilities: np.ndarray, class_names: li
     """One row per image, sorted by file: file, true class, predicted class, its probability,
     the loss."""
     rows = sorted(zip(part.paths, part.labels, probabilities), key=lambda row: row[0])
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "true", "predicted", "probability", "loss"])
+
+    def lines():
         for file, label, row in rows:
             best = int(row.argmax())
             loss = -math.log(max(float(row[label]), 1e-12))
-            writer.writerow([file, class_names[label], class_names[best], f"{row[best]:.6f}",
-                             f"{loss:.6f}"])
+            yield [file, class_names[label], class_names[best], f"{row[best]:.6f}", f"{loss:.6f}"]
+
+    write_csv(path, ["path", "true", "predicted", "probability", "loss"], lines())

@@ -33,6 +33,7 @@ from kzoo.images import class_folders, list_image_files, read_images
 from kzoo.models.blocks import classifier_info
 from kzoo.pipeline import Examples, make_pipeline
 from kzoo.registry import load_model
+from kzoo.runs import save_model
 
 EXPORT_FORMATS = ("keras", "saved_model", "tflite", "onnx")
 _EXPORT_NAMES = {"keras": "model.keras", "saved_model": "saved_model", "tflite": "model.tflite",
@@ -247,9 +248,7 @@ def export(
     output.parent.mkdir(parents=True, exist_ok=True)
     _remove_old(output, format)
     if format == "keras":
-        from kzoo.finetune import save_for_inference
-
-        save_for_inference(model, output)
+        save_model(model, output)
     elif format == "saved_model":
         model.export(str(output), format="tf_saved_model", verbose=False)
     elif format == "tflite":

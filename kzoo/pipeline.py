@@ -145,28 +145,34 @@ class Examples:
         return _blocks(self, shuffle_seed=None).unbatch()
 
 
-def _blocks(examples: Examples, shuffle_seed: int | None) -> tf.data.Dataset:
-    """Blocks of consecutive rows read from the source, in a shuffled order if a seed is given."""
+def _block_reader(examples: Examples):
+    """The number of blocks of consecutive rows, and a tf.data function reading block ``i``
+    (about :data:`BLOCK_BYTES` of rows, with their labels) from the source."""
     row_bytes = max(1, examples.nbytes // max(len(examples), 1))
     block = max(1, BLOCK_BYTES // row_bytes)
-    starts = np.arange(0, len(examples), block, dtype=np.int64)
     source, rows, labels = examples.source, examples.rows, examples.labels
     row_shape, dtype = examples.row_shape, tf.as_dtype(np.dtype(source.dtype))
     label_dtype = tf.as_dtype(labels.dtype)
 
-    def read(start):
-        start = int(start)
+    def read(index):
+        start = int(index) * block
         return source.read(rows[start:start + block]), labels[start:start + block]
 
-    def read_block(start):
-        values, targets = tf.numpy_function(read, [start], (dtype, label_dtype), stateful=False)
+    def read_block(index):
+        values, targets = tf.numpy_function(read, [index], (dtype, label_dtype), stateful=False)
         values.set_shape((None, *row_shape))
         targets.set_shape((None, *labels.shape[1:]))
         return values, targets
 
-    dataset = tf.data.Dataset.from_tensor_slices(starts)
-    if shuffle_seed is not None and len(starts) > 1:
-        dataset = dataset.shuffle(len(starts), seed=shuffle_seed, reshuffle_each_iteration=True)
+    return -(-len(examples) // block), read_block
+
+
+def _blocks(examples: Examples, shuffle_seed: int | None) -> tf.data.Dataset:
+    """Blocks of consecutive rows read from the source, in a shuffled order if a seed is given."""
+    count, read_block = _block_reader(examples)
+    dataset = tf.data.Dataset.range(count)
+    if shuffle_seed is not None and count > 1:
+        dataset = dataset.shuffle(count, seed=shuffle_seed, reshuffle_each_iteration=True)
     return dataset.map(read_block, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
@@ -185,7 +191,13 @@ def _streamed_batches(examples: Examples, batch_size: int, shuffle_seed: int | N
         buffer = max(batch_size, SHUFFLE_BUFFER_BYTES // max(examples.nbytes // len(examples), 1))
         dataset = dataset.shuffle(min(buffer, len(examples)), seed=shuffle_seed + 1,
                                   reshuffle_each_iteration=True)
-    return dataset.batch(batch_size)
+    return _with_batches_known(dataset.batch(batch_size), len(examples), batch_size)
+
+
+def _with_batches_known(batches: tf.data.Dataset, count: int, batch_size: int) -> tf.data.Dataset:
+    """Tell tf.data how many batches a streamed split makes (unbatching loses it), so Keras
+    shows whole progress bars and does not warn that the input ran out."""
+    return batches.apply(tf.data.experimental.assert_cardinality(-(-count // batch_size)))
 
 
 def streams(examples: Examples) -> bool:
@@ -228,3 +240,92 @@ def make_pipeline(
         return images, labels
 
     return batches.map(to_float, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+
+
+# --- epochs that are a function of (seed, epoch) alone -----------------------------------------
+
+
+def _epoch_seed(seed: int, epoch, salt: int = 0):
+    """A stateless seed (shape [2], int64) for ``epoch`` of a run seeded ``seed``."""
+    return tf.stack([tf.constant(seed * 7919 + salt, tf.int64), tf.cast(epoch, tf.int64)])
+
+
+def _permutation(count, seed) -> tf.Tensor:
+    count = tf.cast(count, tf.int64)
+    return tf.random.experimental.index_shuffle(tf.range(count), seed, count - 1)
+
+
+def _epoch_order(examples: Examples, batch_size: int, seed: int, epoch,
+                 tensors=None) -> tf.data.Dataset:
+    """One epoch of raw batches, in an order that only ``seed`` and ``epoch`` decide; from
+    ``tensors`` (the examples in memory, made outside any traced function) where given."""
+    if tensors is not None:
+        images, labels = tensors
+        order = _permutation(len(examples), _epoch_seed(seed, epoch))
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size).map(
+            lambda index: (tf.gather(images, index), tf.gather(labels, index)))
+    count, read_block = _block_reader(examples)
+    order = tf.data.Dataset.from_tensor_slices(_permutation(count, _epoch_seed(seed, epoch, 1)))
+    source = order.map(read_block, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    window = max(batch_size, SHUFFLE_BUFFER_BYTES // max(examples.nbytes // len(examples), 1))
+
+    def mix(position, pair):  # a bounded shuffle: each window of examples permuted
+        images, labels = pair
+        order = _permutation(tf.shape(labels, out_type=tf.int64)[0],
+                             _epoch_seed(seed, epoch * 1_000_003 + position, 2))
+        return tf.gather(images, order), tf.gather(labels, order)
+
+    batches = source.unbatch().batch(window).enumerate().map(mix).unbatch().batch(batch_size)
+    return _with_batches_known(batches, len(examples), batch_size)
+
+
+def _reseeded(augment, seed: int):
+    """``augment`` applied to batch ``index`` of ``epoch`` with its random draws reset to a
+    function of (seed, epoch, index) first, so that they do not depend on what ran before.
+    Keras's image layers draw from their ``generator`` (a ``keras.random.SeedGenerator``) on
+    the TensorFlow backend; on JAX they draw from another inside tf.data, which stays as it is."""
+    import keras
+
+    generators = [layer.generator for layer in getattr(augment, "layers", [augment])
+                  if hasattr(layer, "generator") and keras.backend.backend() == "tensorflow"]
+
+    def apply(epoch, index, images):
+        for number, generator in enumerate(generators):
+            state = _epoch_seed(seed, epoch, 3 + number) + tf.stack([tf.constant(0, tf.int64),
+                                                                      index * 65_537])
+            generator.state.assign(tf.cast(state, generator.state.dtype))
+        return augment(images, training=True)
+
+    return apply
+
+
+def epoch_batches(
+    examples: Examples,
+    batch_size: int,
+    seed: int,
+    augment: Any = None,
+    first_epoch: int = 0,
+    epochs: int = 1,
+) -> tf.data.Dataset:
+    """Training batches of ``(float32 images, labels)`` for epochs ``first_epoch`` to
+    ``epochs - 1``, one after another: each epoch's order, and each batch's augmentation, are a
+    function of ``(seed, epoch)`` alone, so a run resumed at any epoch sees exactly the batches
+    an uninterrupted run would. Give ``model.fit`` ``steps_per_epoch=ceil(len(examples) /
+    batch_size)`` and ``initial_epoch=first_epoch``.
+    """
+    augmented = _reseeded(augment, seed) if augment is not None else None
+    tensors = None if streams(examples) else examples.tensors()
+
+    def one_epoch(epoch):
+        def to_float(index, pair):
+            images, labels = pair
+            images = tf.cast(images, tf.float32)
+            if augmented is not None:
+                images = augmented(epoch, index, images)
+            return images, labels
+
+        # one batch at a time: the augmentation resets shared random state before each batch
+        return _epoch_order(examples, batch_size, seed, epoch, tensors).enumerate().map(to_float)
+
+    epochs_left = tf.data.Dataset.range(first_epoch, max(epochs, first_epoch + 1))
+    return epochs_left.flat_map(one_epoch).prefetch(2)

@@ -3,89 +3,79 @@
 A model is a builder function registered with a :class:`ModelSpec`. ``build`` drops overrides
 that are ``None`` (so a CLI or a tuner can pass every flag) and rejects unknown ones with the
 list of accepted names.
+
+Listing and describing the zoo's own models needs no Keras: their specs (and parameter counts)
+are also kept in ``models/index.json``, written by ``python -m kzoo.catalog`` from the builders
+themselves and checked against them by the tests, so ``kzoo list`` answers at once. Building a
+model imports its family, and Keras, then.
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
-import inspect
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
-
-import keras
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from kzoo.errors import KzooError
+from kzoo.specs import REGISTERED, ModelSpec, register_model  # noqa: F401  (register_model: re-exported)
 
-_REGISTRY: dict[str, ModelSpec] = {}
+if TYPE_CHECKING:
+    import keras
 
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What the zoo knows about one model."""
-
-    name: str
-    builder: Callable[..., keras.Model]
-    summary: str
-    description: str
-    source: str
-    input_shape: tuple[int, ...] | None
-    num_classes: int | None
-    tags: tuple[str, ...] = ()
-    options: dict[str, Any] = field(default_factory=dict)
+INDEX = Path(__file__).resolve().parent / "models" / "index.json"
 
 
-def register_model(
-    *,
-    summary: str,
-    description: str,
-    source: str,
-    tags: tuple[str, ...] = (),
-) -> Callable[[Callable[..., keras.Model]], Callable[..., keras.Model]]:
-    """Register a builder under its function name; ``summary`` is its one-line listing.
+def _from_index(name: str, entry: dict[str, Any]) -> ModelSpec:
+    shape = entry["input_shape"]
+    options = {key: tuple(value) if key == "input_shape" and value else value
+               for key, value in entry["options"].items()}
+    return ModelSpec(name, None, entry["summary"], entry["description"], entry["source"],
+                     tuple(shape) if shape else None, entry["num_classes"],
+                     tuple(entry["tags"]), options, entry["parameters"])
 
-    The default input shape, class count and every other option are read from the builder's
-    keyword defaults, so the signature is the single place they are written.
-    """
 
-    def decorate(builder: Callable[..., keras.Model]) -> Callable[..., keras.Model]:
-        name = builder.__name__
-        if name in _REGISTRY:
-            raise KzooError(f"model {name!r} is registered twice")
-        defaults = {
-            key: param.default
-            for key, param in inspect.signature(builder).parameters.items()
-            if param.default is not inspect.Parameter.empty
-        }
-        _REGISTRY[name] = ModelSpec(
-            name=name,
-            builder=builder,
-            summary=summary,
-            description=description,
-            source=source,
-            input_shape=defaults.get("input_shape"),
-            num_classes=defaults.get("num_classes"),
-            tags=tuple(tags),
-            options=defaults,
-        )
-        return builder
+_INDEX_CACHE: dict[str, ModelSpec] | None = None
 
-    return decorate
+
+def _index() -> dict[str, ModelSpec]:
+    """The zoo's own models as ``models/index.json`` lists them ({} if it is missing)."""
+    global _INDEX_CACHE
+    if _INDEX_CACHE is None:
+        try:
+            entries = json.loads(INDEX.read_text())
+        except (OSError, ValueError):
+            entries = {}
+        _INDEX_CACHE = {name: _from_index(name, entry) for name, entry in entries.items()}
+    return _INDEX_CACHE
+
+
+def _known() -> dict[str, ModelSpec]:
+    """Every spec: the index's, and those registered in this process (which win)."""
+    if not _index():
+        _ensure_models_loaded()
+    return {**_index(), **REGISTERED}
 
 
 def _ensure_models_loaded() -> None:
     import kzoo.models  # noqa: F401  (registers every family on import)
 
 
+def loaded_specs() -> dict[str, ModelSpec]:
+    """The specs of every model, their families imported (Keras with them)."""
+    _ensure_models_loaded()
+    return dict(REGISTERED)
+
+
 def get_spec(name: str) -> ModelSpec:
     """The spec of a registered model; an unknown name fails with close matches."""
-    _ensure_models_loaded()
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, _REGISTRY, n=3, cutoff=0.5)
+    known = _known()
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
         raise KzooError(f"unknown model {name!r}; {hint}(`kzoo list` shows all models)")
-    return _REGISTRY[name]
+    return known[name]
 
 
 def list_models(pattern: str = "*", tag: str | None = None) -> list[str]:
@@ -94,10 +84,9 @@ def list_models(pattern: str = "*", tag: str | None = None) -> list[str]:
     >>> list_models("lenet*")
     ['lenet5']
     """
-    _ensure_models_loaded()
     return sorted(
         name
-        for name, spec in _REGISTRY.items()
+        for name, spec in _known().items()
         if fnmatch.fnmatchcase(name, pattern) and (tag is None or tag in spec.tags)
     )
 
@@ -116,6 +105,9 @@ def build(name: str, **overrides: Any) -> keras.Model:
     >>> model = build("lenet5", num_classes=10)
     """
     spec = get_spec(name)
+    if spec.builder is None:  # known from the index: import its family now
+        _ensure_models_loaded()
+        spec = REGISTERED[name]
     given = {
         key: value
         for key, value in overrides.items()
@@ -135,6 +127,12 @@ def build(name: str, **overrides: Any) -> keras.Model:
 
 def parameter_count(name: str) -> int:
     """Trainable and non-trainable parameters of the model with its default options."""
+    known = get_spec(name).parameters
+    return known if known is not None else count_parameters(name)
+
+
+def count_parameters(name: str) -> int:
+    """:func:`parameter_count`, by building the model."""
     return build(name, **_light_weights(name)).count_params()
 
 
@@ -144,6 +142,18 @@ def _light_weights(name: str) -> dict[str, Any]:
 
 
 def load_model(path: str, safe_mode: bool = True) -> keras.Model:
-    """Load a saved ``.keras`` model, with kzoo's own layers registered first."""
+    """Load a saved ``.keras`` model, with kzoo's own layers registered first. A model that
+    holds Python code (a ``Lambda`` layer) is refused in ``safe_mode``, with a one-line error."""
+    import keras
+
     _ensure_models_loaded()
-    return keras.saving.load_model(path, safe_mode=safe_mode)
+    try:
+        return keras.saving.load_model(path, safe_mode=safe_mode)
+    except ValueError as error:
+        if "safe_mode" not in str(error):
+            raise
+        raise KzooError(
+            f"{str(path)!r} holds Python code (a Lambda layer), which could run anything when "
+            "loaded, so kzoo does not load it; load it yourself with "
+            "keras.saving.load_model(path, safe_mode=False) if you trust where it came from"
+        ) from None

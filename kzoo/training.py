@@ -9,83 +9,35 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import math
 import os
 import time
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import keras
-import numpy as np
-import tensorflow as tf
 
 from kzoo.augment import augmentation
-from kzoo.datasets import Splits, load_dataset
+from kzoo.checkpoints import EpochCheckpoints
+from kzoo.datasets import Splits, load_dataset, print_data_summary
 from kzoo.errors import KzooError
 from kzoo.evaluation import confusion_matrix, format_confusion_matrix, predict_labels
-from kzoo.pipeline import make_pipeline
-from kzoo.recipes import Optimizer, Recipe, load_recipe, save_recipe
+from kzoo.files import write_csv, write_json
+from kzoo.finetune import fine_tune
+from kzoo.optimizers import class_weights, make_optimizer
+from kzoo.pipeline import epoch_batches, make_pipeline
+from kzoo.recipes import Recipe, load_recipe
 from kzoo.registry import build, get_spec, load_model
-
-
-class TrainResult(NamedTuple):
-    model: keras.Model
-    history: dict[str, list[float]]
-    metrics: dict[str, Any]
-    run_dir: Path
-
+from kzoo.runs import (
+    TrainResult,
+    choose_run_dir,
+    run_metrics,
+    save_model,
+    seed_everything,
+    start_run_dir,
+)
 
 # --- the pieces -------------------------------------------------------------------------------
-
-
-def make_optimizer(config: Optimizer, steps_per_epoch: int, epochs: int) -> keras.optimizers.Optimizer:
-    """The recipe's optimizer, its learning rate annealed by the recipe's schedule."""
-    rate: Any = config.learning_rate
-    options = config.schedule_options
-    schedules = keras.optimizers.schedules
-    if config.schedule == "cosine":
-        rate = schedules.CosineDecay(rate, decay_steps=max(1, steps_per_epoch * epochs))
-    elif config.schedule == "exponential":
-        rate = schedules.ExponentialDecay(
-            rate, decay_steps=max(1, round(steps_per_epoch * options["decay_epochs"])),
-            decay_rate=options["decay_rate"],
-        )
-    elif config.schedule == "step":
-        rate = schedules.ExponentialDecay(
-            rate, decay_steps=steps_per_epoch * options["every_epochs"],
-            decay_rate=options["factor"], staircase=True,
-        )
-    if config.name == "sgd":
-        return keras.optimizers.SGD(rate, momentum=config.momentum)
-    if config.name == "rmsprop":
-        return keras.optimizers.RMSprop(rate, momentum=config.momentum)
-    return keras.optimizers.Adam(rate)
-
-
-def class_weights(recipe: Recipe, labels: np.ndarray, num_classes: int) -> dict[int, float] | None:
-    """Keras ``class_weight`` for the recipe's ``class_weight`` setting: ``balanced`` weighs
-    each class by ``examples / (classes * examples of the class)``; ``None`` otherwise."""
-    if recipe.class_weight != "balanced":
-        return None
-    counts = np.bincount(np.asarray(labels, dtype=np.int64).ravel(), minlength=num_classes)
-    total, present = counts.sum(), max(int((counts > 0).sum()), 1)
-    return {index: float(total / (present * count)) if count else 0.0
-            for index, count in enumerate(counts)}
-
-
-def print_data_summary(splits: Splits, verbose: bool = True) -> None:
-    """The short audit of an image folder, and what its scan decoded."""
-    if splits.scan is None:
-        return
-    from kzoo.folders import audit, format_audit
-
-    stats = splits.scan.stats
-    rate = f" ({stats.decode_rate:.0f} images/s)" if stats.decode_rate else ""
-    print(f"kzoo: scanned {stats.files} files in {stats.seconds:.1f}s: {stats.decoded} decoded"
-          f"{rate}, {stats.reused} from the cache, {stats.skipped} skipped (cache {stats.cache})")
-    if verbose:
-        print(format_audit(audit(splits.scan)))
 
 
 def model_input_shape(recipe: Recipe) -> tuple[int, ...] | None:
@@ -137,94 +89,23 @@ def load_splits(recipe: Recipe, data_dir: str | os.PathLike | None = None,
     return splits
 
 
-# --- the run directory ----------------------------------------------------------------------
-
-
-def _latest_run(recipe_name: str, runs_root: Path) -> Path | None:
-    runs = sorted(runs_root.glob(f"{recipe_name}-*"), key=lambda p: p.stat().st_mtime)
-    return runs[-1] if runs else None
-
-
-def prepare_run_dir(recipe: Recipe, run_dir: str | os.PathLike | None, resume: bool) -> Path:
-    """A new run directory (created, holding ``recipe.yaml``) or the one to resume."""
-    run_dir = choose_run_dir(recipe, run_dir, resume)
-    if not resume:
-        start_run_dir(recipe, run_dir)
-    return run_dir
-
-
-def start_run_dir(recipe: Recipe, run_dir: Path) -> None:
-    """Create a new run directory and record the exact settings in ``recipe.yaml``."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_recipe(recipe, run_dir / "recipe.yaml")
-
-
-def choose_run_dir(recipe: Recipe, run_dir: str | os.PathLike | None, resume: bool) -> Path:
-    """The run directory to use, checked but not yet created: a new one, or the one to resume.
-
-    A finished run is never resumed and a non-empty directory never reused for a new run.
-    """
-    runs_root = Path("runs")
-    if run_dir is None and resume:
-        run_dir = _latest_run(recipe.name, runs_root)
-        if run_dir is None:
-            raise KzooError(
-                f"nothing to resume: no run of {recipe.name!r} under {runs_root}/; "
-                "pass --run-dir DIR of the interrupted run"
-            )
-    if run_dir is None:
-        run_dir = runs_root / f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir = Path(run_dir)
-    saved = run_dir / "recipe.yaml"
-    if resume:
-        if not saved.is_file():
-            raise KzooError(f"cannot resume {str(run_dir)!r}: it holds no recipe.yaml of a kzoo run")
-        previous = load_recipe(saved)
-        if previous.to_dict() != recipe.to_dict():
-            changed = sorted(
-                key for key, value in recipe.to_dict().items() if previous.to_dict().get(key) != value
-            )
-            raise KzooError(
-                f"cannot resume {str(run_dir)!r} with different settings ({', '.join(changed)}); "
-                "rerun with the same recipe and flags, or start a new run"
-            )
-        metrics = run_dir / "metrics.json"
-        if metrics.is_file() and json.loads(metrics.read_text()).get("status") == "completed":
-            raise KzooError(f"run {str(run_dir)!r} already finished; nothing to resume")
-        return run_dir
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise KzooError(
-            f"run directory {str(run_dir)!r} already exists and is not empty; pass --resume to "
-            "continue it, or choose another --run-dir"
-        )
-    return run_dir
-
-
-def _write_json_atomically(path: Path, data: dict[str, Any]) -> None:
-    partial = path.with_suffix(".tmp")
-    partial.write_text(json.dumps(data, indent=2, default=float))
-    os.replace(partial, path)
-
-
-def _trim_history(history_csv: Path, backup_dir: Path) -> None:
+def _trim_history(history_csv: Path, epochs_done: int) -> None:
     """Drop history rows of epochs the resumed run will train again."""
-    metadata = backup_dir / "training_metadata.json"
     if not history_csv.is_file():
         return
-    done = json.loads(metadata.read_text())["epoch"] if metadata.is_file() else 0
     with history_csv.open() as handle:
         rows = list(csv.reader(handle))
-    kept = rows[:1] + [row for row in rows[1:] if row and int(row[0]) < done]
-    with history_csv.open("w", newline="") as handle:
-        csv.writer(handle).writerows(kept)
+    kept = [row for row in rows[1:] if row and int(row[0]) < epochs_done]
+    write_csv(history_csv, rows[0] if rows else [], kept)
 
 
 class KeepLastGoodModel(keras.callbacks.Callback):
-    """Save the model after every epoch whose loss is finite (write, then rename)."""
+    """Save the model (for inference, with its class names) after every epoch whose loss is
+    finite."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, class_names):
         super().__init__()
-        self.path = path
+        self.path, self.class_names = path, class_names
         self.nan_epoch: int | None = None
 
     def on_epoch_end(self, epoch, logs=None):
@@ -232,26 +113,10 @@ class KeepLastGoodModel(keras.callbacks.Callback):
         if loss is None or not math.isfinite(loss):
             self.nan_epoch = epoch
             return
-        partial = self.path.with_name(f".partial-{self.path.name}")
-        self.model.save(partial)
-        os.replace(partial, self.path)
+        save_model(self.model, self.path, self.class_names)
 
 
 # --- train ----------------------------------------------------------------------------------------
-
-
-def _seed_everything(seed: int) -> None:
-    keras.utils.set_random_seed(seed)  # Python, NumPy, TensorFlow and the Keras backend
-    # On every backend: the tf.data pipelines (shuffle, augmentation) run TensorFlow ops even
-    # when the model runs on JAX, and without this their random streams differ from run to run.
-    tf.config.experimental.enable_op_determinism()
-
-
-def _versions() -> dict[str, str]:
-    from kzoo import __version__
-
-    return {"kzoo": __version__, "keras": keras.__version__, "backend": keras.backend.backend(),
-            "tensorflow": tf.__version__}
 
 
 def train(
@@ -285,22 +150,17 @@ def train(
         if resume:
             raise KzooError(f"recipe {recipe.name!r} fine-tunes, and fine-tuning runs cannot be "
                             "resumed; start a new run")
-        from kzoo.finetune import fine_tune
-
         return fine_tune(recipe=recipe, data_dir=data_dir, run_dir=run_dir, verbose=verbose)
-    run_dir = choose_run_dir(recipe, run_dir, resume)
-    _seed_everything(recipe.seed)
+    run_dir = choose_run_dir(recipe, run_dir, resume, data_dir)
+    seed_everything(recipe.seed)
     splits = load_splits(recipe, data_dir)
     if train_on_validation:
         splits = with_validation_in_train(splits, recipe.dataset)
     print_data_summary(splits)
     model = build_for(recipe, splits)
     if not resume:  # only now: bad input above leaves no half-made run directory behind
-        start_run_dir(recipe, run_dir)
-        (run_dir / "class_names.json").write_text(json.dumps(splits.class_names, indent=2))
+        start_run_dir(recipe, run_dir, "train", data_dir, splits.class_names)
     train_examples = splits.examples["train"]
-    train_data = make_pipeline(train_examples, recipe.batch_size, shuffle_seed=recipe.seed,
-                               augment=augmentation(recipe.augmentation, seed=recipe.seed))
     validation_data = None if train_on_validation else make_pipeline(
         splits.examples["validation"], recipe.batch_size)
     steps_per_epoch = math.ceil(splits.sizes["train"] / recipe.batch_size)
@@ -309,15 +169,22 @@ def train(
         loss=recipe.loss,
         metrics=["accuracy"],
     )
-
-    history_csv, backup_dir = run_dir / "history.csv", run_dir / "backup"
-    _trim_history(history_csv, backup_dir)
-    keep_good = KeepLastGoodModel(run_dir / "model.keras")
+    checkpoints = EpochCheckpoints(run_dir / "backup")
+    done = checkpoints.restore(model) if resume else 0
+    if resume:
+        print(f"kzoo: resuming {run_dir} after epoch {done} of {recipe.epochs}")
+    history_csv = run_dir / "history.csv"
+    _trim_history(history_csv, done)
+    # Every epoch's order and augmentation are a function of (seed, epoch): a resumed run
+    # trains on exactly the batches an uninterrupted one would.
+    train_data = epoch_batches(train_examples, recipe.batch_size, recipe.seed,
+                               augmentation(recipe.augmentation, seed=recipe.seed),
+                               first_epoch=done, epochs=recipe.epochs)
+    keep_good = KeepLastGoodModel(run_dir / "model.keras", splits.class_names)
     callbacks = [
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.CSVLogger(str(history_csv), append=True),
-        # Two checkpoints: a run killed while writing one resumes from the other.
-        keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True),
+        checkpoints,  # after the history row: a kill between the two retrains that epoch
         keep_good,
         keras.callbacks.TensorBoard(str(run_dir / "logs"), profile_batch=0),
     ]
@@ -325,6 +192,7 @@ def train(
     started = time.perf_counter()
     try:
         model.fit(train_data, validation_data=validation_data, epochs=recipe.epochs,
+                  initial_epoch=done, steps_per_epoch=steps_per_epoch,
                   callbacks=callbacks, verbose=verbose, shuffle=False,
                   class_weight=class_weights(recipe, train_examples.labels,
                                              len(splits.class_names)))
@@ -348,16 +216,19 @@ def train(
         print(f"kzoo: kept the last good model, from epoch {keep_good.nan_epoch}: {saved}")
         model = load_model(str(saved))
 
-    metrics = evaluate_run(model, recipe, splits, run_dir)
     history = _read_history(history_csv)
-    metrics.update(
-        status=status,
-        epochs_run=len(history.get("epoch", [])),
-        wall_time_s=round(wall_time, 2),
-        **{f"final_{key}": values[-1] for key, values in history.items() if key != "epoch"},
-        versions=_versions(),
+    metrics = run_metrics(
+        "train", recipe, class_names=splits.class_names, test_split=splits.test_split,
+        sizes=splits.sizes, wall_time_s=wall_time, timings_s={"fit_s": wall_time},
+        data_dir=data_dir, status=status,
     )
-    _write_json_atomically(run_dir / "metrics.json", metrics)
+    metrics.update(evaluate_run(model, recipe, splits, run_dir))
+    metrics.update(
+        epochs_run=len(history.get("epoch", [])),
+        **{f"final_{key}": values[-1] for key, values in history.items() if key != "epoch"},
+    )
+    write_json(run_dir / "metrics.json", metrics)
+    checkpoints.remove()  # finished: nothing left to resume
     figure, key = ("test", "test_accuracy") if splits.has_test else (
         "validation (no test split)", "val_accuracy")
     print(f"kzoo: {figure} accuracy {metrics[key]:.4f}"
@@ -380,29 +251,18 @@ def evaluate_run(model: keras.Model, recipe: Recipe, splits: Splits, run_dir: Pa
     """Test loss and accuracy (on the validation split where there is no test split: then
     ``test_split`` says so), with the confusion matrix printed and saved as CSV."""
     test_data = make_pipeline(splits.examples[splits.test_split], recipe.batch_size)
-    if model.optimizer is None or not model.compiled:
+    if getattr(model, "optimizer", None) is None or not model.compiled:
         model.compile(loss=recipe.loss, metrics=["accuracy"])
     loss, accuracy = model.evaluate(test_data, verbose=0)
     prefix = "test" if splits.has_test else "val"  # a validation figure is never called a test one
     truth, predicted = predict_labels(model, test_data)
     matrix = confusion_matrix(truth, predicted, max(len(splits.class_names), 2))
     print(format_confusion_matrix(matrix, splits.class_names))
-    with (run_dir / "confusion_matrix.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["true\\predicted", *splits.class_names])
-        for name, row in zip(splits.class_names, matrix):
-            writer.writerow([name, *row.tolist()])
+    write_csv(run_dir / "confusion_matrix.csv", ["true\\predicted", *splits.class_names],
+              ([name, *row.tolist()] for name, row in zip(splits.class_names, matrix)))
     return {
-        "recipe": recipe.name,
-        "model": recipe.model,
-        "dataset": recipe.dataset,
-        "seed": recipe.seed,
         f"{prefix}_loss": float(loss),
         f"{prefix}_accuracy": float(accuracy),
         f"{prefix}_examples": len(truth),
-        "test_split": splits.test_split,
-        "sizes": splits.sizes,
-        "expected_accuracy": recipe.expected_accuracy,
-        "class_names": splits.class_names,
         "confusion_matrix": matrix.tolist(),
     }

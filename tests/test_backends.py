@@ -126,10 +126,10 @@ def test_out_of_memory_is_recognised_on_either_backend():
     import jax.errors
     import tensorflow as tf
 
-    from kzoo.tuning import _out_of_memory
+    from kzoo.tuning import out_of_memory
 
-    assert _out_of_memory(tf.errors.ResourceExhaustedError(None, None, "OOM when allocating"))
-    assert _out_of_memory(jax.errors.JaxRuntimeError(
+    assert out_of_memory(tf.errors.ResourceExhaustedError(None, None, "OOM when allocating"))
+    assert out_of_memory(jax.errors.JaxRuntimeError(
         "RESOURCE_EXHAUSTED: Out of memory while trying to allocate 1.00GiB."))
-    assert not _out_of_memory(jax.errors.JaxRuntimeError("INTERNAL: something else"))
-    assert not _out_of_memory(ValueError("RESOURCE_EXHAUSTED"))
+    assert not out_of_memory(jax.errors.JaxRuntimeError("INTERNAL: something else"))
+    assert not out_of_memory(ValueError("RESOURCE_EXHAUSTED"))

@@ -223,3 +223,35 @@ def test_an_empty_class_is_an_error_before_training(tmp_path):
     (tmp_path / "imgs" / "wasps").mkdir()
     with pytest.raises(KzooError, match="wasps.*holds no readable images"):
         _scan(tmp_path / "imgs")
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_an_epoch_is_a_function_of_the_seed_and_the_epoch(tmp_path, monkeypatch, streamed):
+    """Epochs 2 and 3 on their own (a resumed run) are the epochs 2 and 3 of a whole run:
+    order and augmentation alike; and epochs differ from each other."""
+    from kzoo.augment import augmentation
+    from kzoo.pipeline import epoch_batches
+
+    write_image_folder(tmp_path / "imgs", {"a": 30, "b": 20}, size=(20, 20))
+    train = image_folder(tmp_path / "imgs", (16, 16), validation_split=0.2, progress=False)
+    examples = train.examples["train"]
+    if streamed:
+        monkeypatch.setenv("KZOO_IN_MEMORY_LIMIT_MB", str(examples.nbytes / 2 / (1 << 20)))
+        monkeypatch.setattr(pipeline, "BLOCK_BYTES", 5 * 16 * 16 * 3)
+        monkeypatch.setattr(pipeline, "SHUFFLE_BUFFER_BYTES", 12 * 16 * 16 * 3)
+    assert streams(examples) == streamed
+
+    def batches(first):
+        data = epoch_batches(examples, 8, seed=3, augment=augmentation("cifar", seed=3),
+                             first_epoch=first, epochs=4)
+        return [(x.numpy(), y.numpy()) for x, y in data]
+
+    whole, resumed = batches(0), batches(2)
+    steps = -(-len(examples) // 8)
+    assert len(whole) == 4 * steps and len(resumed) == 2 * steps
+    for (x, y), (x2, y2) in zip(whole[2 * steps:], resumed):
+        assert np.array_equal(y, y2) and np.array_equal(x, x2)
+    first, second = (np.concatenate([y for _, y in whole[e * steps:(e + 1) * steps]])
+                     for e in (0, 1))
+    assert sorted(first) == sorted(second) == sorted(examples.labels)
+    assert not np.array_equal(first, second)  # each epoch its own order

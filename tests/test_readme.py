@@ -42,3 +42,11 @@ def test_speed_table_is_generated_from_the_speed_results():
     assert _between(readme, "speed") == readme_tables.speed_table(), (
         "README's speed table is stale: run python bench/readme_tables.py"
     )
+
+
+def test_folder_table_is_generated_from_the_folder_benchmark():
+    readme_tables = _readme_tables()
+    readme = (ROOT / "README.md").read_text()
+    assert _between(readme, "folders") == readme_tables.folder_table(), (
+        "README's image-folder table is stale: run python bench/readme_tables.py"
+    )

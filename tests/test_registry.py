@@ -264,7 +264,7 @@ def test_describe_pretrained_never_downloads():
 
 
 def test_register_model_reads_defaults_from_the_signature():
-    from kzoo import registry
+    from kzoo import specs
 
     @kzoo.register_model(summary="a test model", description="d", source="s", tags=("test",))
     def zz_test_model(num_classes=4, input_shape=(6, 6, 1), width=3):
@@ -281,7 +281,7 @@ def test_register_model_reads_defaults_from_the_signature():
         with pytest.raises(kzoo.KzooError, match="registered twice"):
             kzoo.register_model(summary="", description="", source="")(zz_test_model)
     finally:
-        registry._REGISTRY.pop("zz_test_model", None)
+        specs.REGISTERED.pop("zz_test_model", None)
 
 
 def test_every_public_name_resolves_and_importing_kzoo_needs_no_tensorflow():
@@ -296,3 +296,14 @@ def test_every_public_name_resolves_and_importing_kzoo_needs_no_tensorflow():
     code = "import sys, kzoo, kzoo.folders, kzoo.images; print('tensorflow' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_the_model_index_matches_the_builders():
+    """kzoo/models/index.json (what `kzoo list` and `kzoo info` read without Keras) is what the
+    builders say; after changing a model, `python -m kzoo.catalog` rewrites it."""
+    import json
+
+    from kzoo.catalog import model_index
+    from kzoo.registry import INDEX
+
+    assert json.loads(INDEX.read_text()) == model_index(), "run `python -m kzoo.catalog`"

@@ -18,7 +18,7 @@ from kzoo.models.blocks import (
     check_rate,
     classifier_head,
 )
-from kzoo.registry import register_model
+from kzoo.specs import register_model
 from kzoo.weights import load_application
 
 
