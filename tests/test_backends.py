@@ -125,6 +125,7 @@ def test_out_of_memory_is_recognised_on_either_backend():
     too, where XLA raises a RuntimeError, not TensorFlow's ResourceExhaustedError."""
     import jax.errors
     import tensorflow as tf
+
     from kzoo.tuning import out_of_memory
 
     assert out_of_memory(tf.errors.ResourceExhaustedError(None, None, "OOM when allocating"))

@@ -22,6 +22,7 @@ from kzoo.training import build_for
 from kzoo.tuning.space import Tunable, apply_values, format_values
 from kzoo.tuning.table import OBJECTIVE, SETTINGS_HP
 
+
 class RecipeHyperModel(kt.HyperModel):
     """A recipe as a KerasTuner ``HyperModel``, its hyperparameters from ``space``.
 
