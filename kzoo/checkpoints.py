@@ -53,7 +53,8 @@ class EpochCheckpoints(keras.callbacks.Callback):
         os.replace(partial, self.folder / name)
         write_json(self.folder / f"epoch-{epochs_done:04d}.json", {
             "epoch": epochs_done, "weights": name,
-            "random_states": [np.asarray(v).tolist() for v in random_states(model)],
+            "random_states": [keras.ops.convert_to_numpy(v).tolist()
+                              for v in random_states(model)],
         })
         for old in self.saved()[self.keep:]:
             (self.folder / f"epoch-{old:04d}.json").unlink(missing_ok=True)
