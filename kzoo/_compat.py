@@ -38,3 +38,9 @@ def forget_custom_gradients(names: set[str]) -> None:
 ORACLE_METHODS = ("_random_values", "_duplicate", "_save_trial", "_check_consecutive_failures",
                   "_project_dir")
 ORACLE_ATTRIBUTES = ("_retry_queue", "_run_times")
+
+
+# Keras's image-layer hooks that kzoo.augment.RandomAffine overrides or calls (a subclass of
+# keras.layers.RandomRotation), checked on Keras 3.15.1: every image layer's call goes through
+# _transform_images, and _get_seed_generator picks the generator of the backend in use.
+IMAGE_LAYER_HOOKS = ("_transform_images", "_get_seed_generator")

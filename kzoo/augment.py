@@ -26,7 +26,8 @@ from keras import layers
 from kzoo.errors import KzooError
 
 
-# RandomAffine subclasses the public keras.layers.RandomRotation for its plumbing, checked on
+# RandomAffine subclasses the public keras.layers.RandomRotation for its plumbing (the private
+# hooks it uses are listed in kzoo/_compat.py, and tested there), checked on
 # Keras 3.15.1: the backend switch that keeps the layer on TensorFlow ops inside tf.data whatever
 # the Keras backend (``self.backend``), the per-backend seed generator
 # (``self._get_seed_generator``), the factor, fill-mode and interpolation checks, and the

@@ -24,3 +24,13 @@ def test_tensorflow_gradient_registry_is_there():
         "TensorFlow moved its custom-gradient registry; kzoo's tuner can no longer free each "
         "trial's graphs (see kzoo/_compat.py)")
     assert isinstance(_compat.custom_gradient_names(), set)
+
+
+def test_keras_image_layer_hooks_are_there():
+    import keras
+
+    missing = [name for name in _compat.IMAGE_LAYER_HOOKS
+               if not hasattr(keras.layers.RandomRotation, name)]
+    assert not missing, (f"Keras {keras.__version__} lacks {', '.join(missing)}, which "
+                         f"kzoo.augment.RandomAffine relies on (checked on "
+                         f"{_compat.CHECKED['keras']}); see kzoo/_compat.py")
