@@ -151,13 +151,14 @@ def _finetune(args: argparse.Namespace) -> None:
 
 
 def _audit(args: argparse.Namespace) -> None:
-    from kzoo.folders import Framing, audit, format_audit, scan_folder, write_atomically
+    from kzoo.files import write_json
+    from kzoo.folders import Framing, audit, format_audit, scan_folder
 
     side = args.image_size
     framing = Framing((side, side), 3, args.center_crop)
     report = audit(scan_folder(args.folder, framing, progress=not args.quiet))
     output = Path(args.output)
-    write_atomically(output, lambda partial: partial.write_text(json.dumps(report, indent=2)))
+    write_json(output, report)
     if args.json:
         print(json.dumps(report, indent=2))
         return

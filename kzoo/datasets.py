@@ -275,8 +275,7 @@ def image_folder(
     """
     framing = Framing(tuple(int(s) for s in image_size), channels, center_crop)
     scan = scan_folder(folder, framing, progress=progress)
-    examples = {key: Examples.from_rows(part.store.rows, part.rows, part.labels, part.paths)
-                for key, part in scan.parts.items()}
+    examples = {key: Examples.from_scan(part) for key, part in scan.parts.items()}
     if "validation" not in examples:
         train = scan.parts["train"]  # carve in listing order, so the split never depends on the cache
         keep, held = _split_indices(len(train.labels), validation_split, seed)
@@ -329,15 +328,17 @@ def load_dataset(
     )
 
 
-def print_data_summary(splits: Splits, verbose: bool = True) -> None:
-    """The short audit of an image folder, and what its scan decoded."""
+def print_data_summary(splits: Splits) -> dict | None:
+    """Print what an image folder's scan decoded and its short audit; the audit (``None`` for
+    a dataset that is no folder)."""
     if splits.scan is None:
-        return
+        return None
     from kzoo.folders import audit, format_audit
 
     stats = splits.scan.stats
     rate = f" ({stats.decode_rate:.0f} images/s)" if stats.decode_rate else ""
     print(f"kzoo: scanned {stats.files} files in {stats.seconds:.1f}s: {stats.decoded} decoded"
           f"{rate}, {stats.reused} from the cache, {stats.skipped} skipped (cache {stats.cache})")
-    if verbose:
-        print(format_audit(audit(splits.scan)))
+    report = audit(splits.scan)
+    print(format_audit(report))
+    return report

@@ -44,7 +44,7 @@ from kzoo.datasets import Splits, data_dirs, find_image_folder, image_folder, pr
 from kzoo.errors import KzooError
 from kzoo.evaluation import classification_metrics, format_confusion_matrix, format_per_class
 from kzoo.files import write_csv, write_json
-from kzoo.folders import RowFile, audit, scratch_dir
+from kzoo.folders import RowFile, scratch_dir
 from kzoo.images import describe_skipped
 from kzoo.models.blocks import ClassifierInfo, with_classifier_info
 from kzoo.optimizers import (
@@ -470,7 +470,7 @@ def fine_tune(
           + f", {len(class_names)} classes "
           f"({', '.join(class_names[:10])}{', ...' if len(class_names) > 10 else ''}); "
           f"run dir {run_dir}")
-    print_data_summary(splits)
+    audited = print_data_summary(splits)
     if skipped:
         print("kzoo: " + describe_skipped(skipped, root=folder) + "  (all in skipped.csv)")
     read_s = time.perf_counter() - started
@@ -482,7 +482,7 @@ def fine_tune(
     # only now: bad input above leaves no run directory behind
     start_run_dir(recipe, run_dir, "finetune", data_dir, class_names)
     write_csv(run_dir / "skipped.csv", ["path", "reason"], skipped)
-    write_json(run_dir / "audit.json", audit(splits.scan))
+    write_json(run_dir / "audit.json", audited)
     augment = make_augmentation(recipe.augmentation, seed=recipe.seed)
     head = train_head(model, splits, recipe, augment, verbose)
     top = train_top(model, splits, recipe, augment, verbose, baseline=head.kept_scores)

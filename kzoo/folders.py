@@ -44,7 +44,7 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,12 +53,14 @@ from typing import Any
 import numpy as np
 
 from kzoo.errors import KzooError
+from kzoo.files import read_json, write_atomically, write_json
 from kzoo.images import (
     IMAGE_EXTENSIONS,
     Skipped,
     UnreadableImage,
     class_folders,
     decode_file,
+    describe_skipped,
     list_image_files,
 )
 
@@ -70,19 +72,6 @@ _MANIFEST_FIELDS = ("path", "split", "label", "size", "mtime_ns", "sha256", "sta
 def cache_dir() -> Path:
     """The kzoo cache directory: ``$KZOO_CACHE_DIR``, default ``~/.cache/kzoo``."""
     return Path(os.environ.get("KZOO_CACHE_DIR") or Path.home() / ".cache" / "kzoo").expanduser()
-
-
-def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(partial)`` on a temporary file beside ``path``, then rename it to ``path``:
-    a reader sees the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(prefix=f".partial-{path.name}-", dir=path.parent)
-    os.close(handle)
-    try:
-        write(Path(partial))
-        os.replace(partial, path)
-    finally:
-        Path(partial).unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -264,27 +253,20 @@ class ImageStore:
         (self.path / "index.json").write_text(json.dumps(index))
 
 
-def _stores_file(folder: Path) -> Path:
-    return _folder_state(folder) / "stores.json"
+def _store_keys(state: Path) -> dict[str, str]:
+    """The latest store key of each split and framing, from a folder's cache state."""
+    return read_json(state / "stores.json", {}) or {}
 
 
 def _previous_store(folder: Path, split: str, framing: Framing) -> ImageStore | None:
-    try:
-        keys = json.loads(_stores_file(folder).read_text())
-    except (OSError, ValueError):
-        return None
-    key = keys.get(f"{split}/{framing.name}")
+    key = _store_keys(_folder_state(folder)).get(f"{split}/{framing.name}")
     return ImageStore.open(cache_dir() / "images" / key) if key else None
 
 
 def _remember_store(folder: Path, split: str, framing: Framing, key: str) -> None:
-    path = _stores_file(folder)
-    try:
-        keys = json.loads(path.read_text())
-    except (OSError, ValueError):
-        keys = {}
+    keys = _store_keys(_folder_state(folder))
     keys[f"{split}/{framing.name}"] = key
-    write_atomically(path, lambda partial: partial.write_text(json.dumps(keys, indent=1)))
+    write_json(_folder_state(folder) / "stores.json", keys)
 
 
 # --- scanning -----------------------------------------------------------------------------------
@@ -635,22 +617,19 @@ def scan_labelled(
                                ScanStats(), progress)
     write_manifest(folder, records)
     present = [name for name in class_names if (folder / name).is_dir()]
-    counts = dict(zip(class_names, np.bincount(part.labels, minlength=len(class_names))))
-    if any(counts[name] == 0 for name in present):
-        _check_classes(folder, present, np.asarray([present.index(class_names[i])
-                                                    for i in part.labels], dtype=np.int64),
-                       records)
+    _check_classes(folder, class_names, part.labels, records, required=present)
     return part, [Skipped(str(folder / r.path), r.reason) for r in records if r.status != "ok"]
 
 
-def _check_classes(split_dir: Path, class_names, labels: np.ndarray, records) -> None:
-    """An error where a class folder holds no readable image."""
+def _check_classes(split_dir: Path, class_names, labels: np.ndarray, records,
+                   required: Sequence[str] | None = None) -> None:
+    """An error where a class folder holds no readable image (of the ``required`` classes;
+    default every one)."""
     counts = np.bincount(labels, minlength=len(class_names))
-    empty = [name for name, count in zip(class_names, counts) if count == 0]
+    required = class_names if required is None else required
+    empty = [name for name, count in zip(class_names, counts) if count == 0 and name in required]
     if not empty:
         return
-    from kzoo.images import describe_skipped
-
     skipped = [Skipped(r.path, r.reason) for r in records if r.status != "ok" and r.label in empty]
     where = ", ".join(repr(str(split_dir / name)) for name in empty)
     what = "holds no readable images" if len(empty) == 1 else "hold no readable images"
@@ -764,12 +743,8 @@ def cache_entries() -> list[dict[str, Any]]:
     entries = []
     for state in sorted((root / "folders").glob("*")):
         where = state / "folder.txt"
-        try:
-            keys = json.loads((state / "stores.json").read_text())
-        except (OSError, ValueError):
-            keys = {}
         stores = []
-        for name, key in sorted(keys.items()):
+        for name, key in sorted(_store_keys(state).items()):
             path = root / "images" / key
             size = sum(f.stat().st_size for f in path.glob("*") if f.is_file()) if path.is_dir() else 0
             stores.append({"split_framing": name, "key": key, "bytes": size})
@@ -790,11 +765,7 @@ def clear_cache(folder: str | os.PathLike | None = None) -> int:
         targets = [root / "images", root / "folders", root / "tmp"]
     else:
         state = _folder_state(Path(folder).expanduser())
-        try:
-            keys = json.loads((state / "stores.json").read_text()).values()
-        except (OSError, ValueError):
-            keys = []
-        targets = [state, *(root / "images" / key for key in keys)]
+        targets = [state, *(root / "images" / key for key in _store_keys(state).values())]
     freed = 0
     for target in targets:
         if target.exists():

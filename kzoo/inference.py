@@ -181,7 +181,7 @@ def evaluate(
             f"does not know; expected folders named after its classes: {', '.join(names)}{hint}"
         )
     part, skipped = scan_labelled(folder, names, Framing(**_framing(model)), progress=False)
-    examples = Examples.from_rows(part.store.rows, part.rows, part.labels, part.paths)
+    examples = Examples.from_scan(part)
     truth = examples.labels.astype("int64")
     probabilities = model.predict(make_pipeline(examples, batch_size), verbose=0)
     metrics = classification_metrics(truth, probabilities, names)

@@ -18,7 +18,7 @@ features) with their labels and files. :func:`make_pipeline` turns it into batch
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -87,6 +87,11 @@ class Examples:
         return cls(source, np.asarray(rows, dtype=np.int64)[order], np.asarray(labels)[order],
                    [paths[i] for i in order] if paths else [])
 
+    @classmethod
+    def from_scan(cls, part) -> Examples:
+        """The images of a scanned split (:class:`kzoo.folders.SplitScan`), read from its store."""
+        return cls.from_rows(part.store.rows, part.rows, part.labels, part.paths)
+
     def __len__(self) -> int:
         return len(self.rows)
 
@@ -132,11 +137,6 @@ class Examples:
         if self.in_memory and np.array_equal(self.rows, np.arange(len(self.source.array))):
             return self.source.array  # no copy
         return self.source.read(self.rows)
-
-    def batches(self, batch_size: int) -> Iterator[np.ndarray]:
-        """The rows in order, ``batch_size`` at a time, as arrays (for loops outside tf.data)."""
-        for start in range(0, len(self), batch_size):
-            yield self.source.read(self.rows[start:start + batch_size])
 
     def dataset(self) -> tf.data.Dataset:
         """The examples, in order and unbatched, as a ``tf.data.Dataset`` of (row, label)."""

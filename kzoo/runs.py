@@ -189,7 +189,7 @@ def save_model(model: keras.Model, path: Path, class_names: Sequence[str] | None
     if (class_names is not None and classifier_info(plain) is None
             and plain.output_shape[-1] == len(class_names)):
         plain = with_classifier_info(plain, class_names, center_crop)
-    write_atomically(path.with_suffix(".keras"), lambda partial: _save_keras(plain, partial))
+    write_atomically(path, lambda partial: _save_keras(plain, partial))
 
 
 def _save_keras(model: keras.Model, partial: Path) -> None:
