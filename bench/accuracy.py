@@ -5,7 +5,8 @@
     python bench/accuracy.py cifar_convnet_deep_cifar10 --learning-rate 0.01 --data-dir ../shared/data
 
 Each result lands in bench/results/RECIPE-seedN.json (recipe, seed, epochs, test and validation
-accuracy, wall time, machine, versions); a run with overrides in RECIPE-lrX-bsY-seedN.json; `python bench/readme_tables.py` turns them into the
+accuracy, the training's wall time and the whole run's (data, fitting, evaluation), precision,
+training FLOPs, test-time augmentation, machine, versions); a run with overrides in RECIPE-lrX-bsY-seedN.json; `python bench/readme_tables.py` turns them into the
 README's results table.
 """
 
@@ -17,6 +18,7 @@ import os
 import platform
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -46,9 +48,11 @@ def result_name(recipe: str, seed: int, overrides: dict[str, float | int]) -> st
 def run(recipe: str, seed: int, data_dir: str | None, overrides: dict[str, float | int]) -> dict[str, object]:
     import kzoo
 
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
         result = kzoo.train(recipe, seed=seed, data_dir=data_dir, run_dir=Path(scratch) / "run",
                             verbose=2, **overrides)
+    total = time.perf_counter() - started  # data, fitting, training, evaluation: all of it
     metrics = result.metrics
     loaded = kzoo.load_recipe(recipe)
     return {
@@ -61,6 +65,12 @@ def run(recipe: str, seed: int, data_dir: str | None, overrides: dict[str, float
         "test_accuracy": metrics["test_accuracy"],
         "final_val_accuracy": metrics.get("final_val_accuracy"),
         "wall_time_s": metrics["wall_time_s"],
+        "total_time_s": round(total, 1),
+        "precision": metrics["precision"],
+        "steps_per_execution": metrics.get("steps_per_execution"),
+        "training_flops": metrics.get("training_flops"),
+        "tta": metrics.get("tta", "none"),
+        "test_accuracy_without_tta": metrics.get("test_accuracy_without_tta"),
         "expected_accuracy": loaded.expected_accuracy,
         "reference": loaded.reference,
         "command": " ".join(["python", "bench/accuracy.py", recipe, "--seeds", str(seed),

@@ -173,6 +173,27 @@ def rotation_zoom_matrix(angle, zoom, height, width, flip=None, ops=keras.ops):
     )
 
 
+class AlternatingFlip:
+    """airbench's derandomised horizontal flip: in epoch 0 a seeded half of the images is
+    flipped, and every image is flipped in every other epoch after that, so each image is seen
+    both ways in any two consecutive epochs. It needs to know which image is which and the
+    epoch: :func:`kzoo.pipeline.epoch_batches` passes both (``example_ids``, ``epoch``)."""
+
+    uses_example_ids = True
+
+    def __init__(self, seed: int | None = None):
+        self.seed = 0 if seed is None else int(seed) % 2**31
+
+    def __call__(self, images, example_ids, epoch):
+        import tensorflow as tf
+
+        first = tf.random.experimental.index_shuffle(
+            tf.cast(example_ids, tf.int64), tf.constant([self.seed, 0x5EED], tf.int64),
+            tf.constant(2**31 - 1, tf.int64)) % 2
+        flipped = tf.not_equal(first, tf.cast(epoch, tf.int64) % 2)
+        return tf.where(flipped[:, None, None, None], tf.reverse(images, axis=[2]), images)
+
+
 def _zoom_range(factor):
     """``RandomZoom``'s reading of a zoom factor: a number ``f`` is ``(-|f|, |f|)``; each bound
     in (-1, 1]."""
@@ -215,16 +236,28 @@ def _imagenet(seed):
     ]
 
 
+def _airbench(seed):
+    flip, shift = _layer_seeds(seed, 2)
+    return [
+        AlternatingFlip(seed=flip),
+        layers.RandomTranslation(2 / 32, 2 / 32, fill_mode="reflect", interpolation="nearest",
+                                 seed=shift),
+    ]
+
+
 PRESETS = {
     "none": lambda seed: [],
     "digits": _digits,  # small rotation, shift and zoom; no flips (a flipped 2 is no digit)
     "cifar": _cifar,  # horizontal flip and a shift of up to 4 pixels (the classic pad-and-crop)
     "imagenet": _imagenet,  # flip, rotation and zoom in one warp, contrast
+    "airbench": _airbench,  # alternating flip, a shift of up to 2 pixels (of 32): airbench94's
 }
 
 
-def augmentation(name: str, seed: int | None = None) -> keras.layers.Pipeline | None:
-    """The preset ``name`` as a ``keras.layers.Pipeline``, or ``None`` for ``"none"``.
+def augmentation(name: str, seed: int | None = None) -> keras.layers.Pipeline | list | None:
+    """The preset ``name`` as a ``keras.layers.Pipeline``, or ``None`` for ``"none"``; a preset
+    with a layer that needs each image's identity and the epoch (:class:`AlternatingFlip`) is a
+    plain list of layers, which only :func:`kzoo.pipeline.epoch_batches` applies.
 
     >>> augment = augmentation("cifar", seed=0)
     >>> dataset = dataset.map(lambda x, y: (augment(x, training=True), y))
@@ -236,4 +269,6 @@ def augmentation(name: str, seed: int | None = None) -> keras.layers.Pipeline | 
             f"unknown augmentation preset {name!r}; {hint}expected one of {', '.join(PRESETS)}"
         )
     stack = PRESETS[name](seed)
+    if any(getattr(layer, "uses_example_ids", False) for layer in stack):
+        return stack  # applied layer by layer by kzoo.pipeline.epoch_batches
     return keras.layers.Pipeline(stack, name=f"augment_{name}") if stack else None

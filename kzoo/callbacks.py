@@ -1,4 +1,5 @@
-"""Keras callbacks for watching a model learn.
+"""Keras callbacks for watching a model learn, and for the training tricks of fast recipes
+(:class:`Lookahead`, :class:`FreezeAfter`).
 
 :class:`ConfusionMatrixPrinter` prints the confusion matrix after every epoch, as the Torch demo
 (``train-on-mnist.lua`` and its ``optim.ConfusionMatrix``) does while it trains.
@@ -6,6 +7,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Sequence
 from typing import Any
 
@@ -63,3 +65,63 @@ class ConfusionMatrixPrinter(keras.callbacks.Callback):
         print(f"epoch {epoch + 1}: {self.name} accuracy {accuracy:.4f} "
               f"({int(np.trace(matrix))} of {int(matrix.sum())} right)")
         print(format_confusion_matrix(matrix, self.class_names), flush=True)
+
+
+class Lookahead(keras.callbacks.Callback):
+    """Every ``every`` optimizer steps, move an exponential moving average of the weights
+    towards the weights, then set the weights to it (airbench's Lookahead-style EMA; Zhang et
+    al. 2019's Lookahead with an EMA as its slow weights). The average's decay grows with
+    training, ``decay ** every * (step / total_steps) ** 3``: nothing early, strong at the end,
+    where the weights are set to the average one last time.
+
+    Batch norm's moving statistics are averaged with the weights. Works with any
+    ``steps_per_execution``: it counts the optimizer's steps.
+    """
+
+    def __init__(self, total_steps: int, every: int = 5, decay: float = 0.95):
+        super().__init__()
+        self.total_steps, self.every, self.decay = max(1, int(total_steps)), int(every), decay
+        self.average: list | None = None
+        self.updates_done = 0
+
+    def _variables(self):
+        return [v for v in self.model.weights if "float" in str(v.dtype)]
+
+    def on_train_begin(self, logs=None):
+        self.average = [keras.ops.convert_to_numpy(v.value) for v in self._variables()]
+        self.updates_done = int(self.model.optimizer.iterations.numpy()) // self.every
+
+    def _update(self, decay: float) -> None:
+        for variable, index in zip(self._variables(), range(len(self.average))):
+            current = keras.ops.convert_to_numpy(variable.value)
+            self.average[index] = decay * self.average[index] + (1 - decay) * current
+            variable.assign(self.average[index])
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        while self.updates_done < step // self.every:
+            self.updates_done += 1
+            progress = min(1.0, self.updates_done * self.every / self.total_steps)
+            self._update(self.decay ** self.every * progress ** 3)
+
+    def on_train_end(self, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) >= self.total_steps:
+            self._update(1.0)  # end on the average itself
+
+
+class FreezeAfter(keras.callbacks.Callback):
+    """Stop training the layers whose names match a pattern once they have trained a given
+    number of epochs, e.g. ``{"whiten": 3}`` (the train step is rebuilt without them)."""
+
+    def __init__(self, epochs_by_pattern: dict[str, int]):
+        super().__init__()
+        self.epochs_by_pattern = dict(epochs_by_pattern)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        frozen = [layer for layer in self.model.layers if layer.trainable and any(
+            fnmatch.fnmatchcase(layer.name, pattern) and epoch >= epochs
+            for pattern, epochs in self.epochs_by_pattern.items())]
+        if frozen:
+            for layer in frozen:
+                layer.trainable = False
+            self.model.make_train_function(force=True)

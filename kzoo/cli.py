@@ -20,6 +20,7 @@ import threading
 from pathlib import Path
 
 from kzoo.errors import KzooError
+from kzoo.recipes import PRECISIONS, TTA_MODES
 
 
 def _list(args: argparse.Namespace) -> None:
@@ -70,6 +71,7 @@ def _train(args: argparse.Namespace) -> None:
     train(
         args.recipe, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
         dropout=args.dropout, class_weight=args.class_weight, seed=args.seed,
+        precision=args.precision, tta=args.tta, steps_per_execution=args.steps_per_execution,
         data_dir=args.data_dir, run_dir=args.run_dir, resume=args.resume,
         verbose=_keras_verbosity(args),
     )
@@ -101,6 +103,11 @@ def _count(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not valid; expected a whole number >= 1")
     return value
+
+
+def _steps(text: str) -> int | str:
+    """``auto`` or a whole number >= 1."""
+    return "auto" if text == "auto" else _count(text)
 
 
 def _fraction(text: str) -> float:
@@ -145,8 +152,8 @@ def _finetune(args: argparse.Namespace) -> None:
         discriminative_lr=args.discriminative_lr,
         cache_features=False if args.no_cache_features else None,
         class_weight=args.class_weight, keep_best=False if args.keep_last else None, seed=args.seed,
-        validation_split=args.validation_split, data_dir=args.data_dir, run_dir=args.run_dir,
-        verbose=2 if args.quiet else "auto",
+        validation_split=args.validation_split, precision=args.precision, tta=args.tta,
+        data_dir=args.data_dir, run_dir=args.run_dir, verbose=2 if args.quiet else "auto",
     )
 
 
@@ -208,7 +215,7 @@ def _print_predictions(results, output_format: str, top_k: int) -> None:
 def _predict(args: argparse.Namespace) -> None:
     from kzoo.inference import predict
 
-    results = predict(args.run_dir, args.images, top_k=args.top_k)
+    results = predict(args.run_dir, args.images, top_k=args.top_k, tta=args.tta)
     _print_predictions(results, args.format, args.top_k)
     failed = sum(1 for r in results if r.error)
     if failed:
@@ -222,7 +229,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     from kzoo.evaluation import format_confusion_matrix, format_per_class
     from kzoo.inference import evaluate
 
-    metrics = evaluate(args.run_dir, args.folder)
+    metrics = evaluate(args.run_dir, args.folder, tta=args.tta)
     if args.json:
         print(json.dumps(metrics, indent=2))
         return
@@ -252,7 +259,7 @@ def _tune(args: argparse.Namespace) -> None:
         directory=args.directory, project_name=args.project, overwrite=args.overwrite,
         retrain_best=args.retrain_best, seed=args.seed, data_dir=args.data_dir, chief=args.chief,
         worker=args.worker, tuner_id=args.tuner_id, max_failures=args.max_failures,
-        worker_timeout=args.worker_timeout,
+        worker_timeout=args.worker_timeout, precision=args.precision,
         verbose=_keras_verbosity(args),
     )
 
@@ -280,6 +287,18 @@ def _add_common(parser: argparse.ArgumentParser, *, seed=False, data=False, run=
         parser.add_argument("--run-dir", help="where results go (default runs/RECIPE-TIME)")
 
 
+def _add_precision(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--precision", choices=PRECISIONS,
+                        help="compute in float32 or a mixed 16-bit policy (default the recipe's; "
+                        "auto: bf16 on CPUs with native bf16, float16 on recent GPUs)")
+
+
+def _add_tta(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tta", choices=TTA_MODES,
+                        help="test-time augmentation: average over the image and its mirror "
+                        "image (flip), and shifted copies (flip+shift)")
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="kzoo", description="A Keras model zoo.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -304,6 +323,11 @@ def make_parser() -> argparse.ArgumentParser:
     training.add_argument("--dropout", type=_fraction, help="the model's dropout rate")
     training.add_argument("--class-weight", choices=("balanced", "none"),
                           help="balanced: weigh each class's loss by the inverse of its share")
+    _add_precision(training)
+    training.add_argument("--steps-per-execution", type=_steps, metavar="N|auto",
+                          help="train steps per call into the compiled step (default the "
+                          "recipe's; auto: more for models whose step is tiny)")
+    _add_tta(training)
     _add_common(training, seed=True, data=True, run=True)
     training.add_argument("--resume", action="store_true",
                           help="continue an interrupted run (the latest one, or --run-dir)")
@@ -345,6 +369,8 @@ def make_parser() -> argparse.ArgumentParser:
                         help="keep each phase's last epoch, not its best validation epoch")
     tuning.add_argument("--validation-split", type=_fraction,
                         help="fraction held out when FOLDER has no val/ folder")
+    _add_precision(tuning)
+    _add_tta(tuning)
     _add_common(tuning, seed=True, data=True, run=True)
     tuning.set_defaults(run=_finetune)
 
@@ -374,6 +400,7 @@ def make_parser() -> argparse.ArgumentParser:
     predicting.add_argument("images", nargs="+", help="image files or folders")
     predicting.add_argument("--top-k", type=_count, default=3, help="classes shown per image")
     predicting.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    _add_tta(predicting)
     _add_common(predicting)
     predicting.set_defaults(run=_predict)
 
@@ -381,6 +408,7 @@ def make_parser() -> argparse.ArgumentParser:
     evaluating.add_argument("run_dir", help="a run directory (or a .keras file)")
     evaluating.add_argument("folder", help="a folder of class folders named as the model's classes")
     evaluating.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    _add_tta(evaluating)
     _add_common(evaluating)
     evaluating.set_defaults(run=_evaluate)
 
@@ -418,6 +446,7 @@ def make_parser() -> argparse.ArgumentParser:
                            help="then train the best settings on train+validation into a run dir")
     searching.add_argument("--max-failures", type=_count, default=3, metavar="N",
                            help="stop after N failed trials in a row (default 3)")
+    _add_precision(searching)
     _add_common(searching, seed=True, data=True)
     role = searching.add_mutually_exclusive_group()
     role.add_argument("--chief", metavar="HOST:PORT",

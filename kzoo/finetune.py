@@ -44,6 +44,7 @@ from kzoo.datasets import Splits, data_dirs, find_image_folder, image_folder, pr
 from kzoo.errors import KzooError
 from kzoo.evaluation import classification_metrics, format_confusion_matrix, format_per_class
 from kzoo.files import write_csv, write_json
+from kzoo.flops import auto_steps_per_execution
 from kzoo.folders import RowFile, scratch_dir
 from kzoo.images import describe_skipped
 from kzoo.models.blocks import ClassifierInfo, with_classifier_info
@@ -65,6 +66,8 @@ from kzoo.runs import (
     start_run_dir,
     write_history,
 )
+from kzoo.precision import precision_policy
+from kzoo.tta import predict_with_tta, scores
 from kzoo.weights import search_weights_in
 
 DEFAULT_BACKBONE = "resnet50"
@@ -278,6 +281,12 @@ def _phase_result(history, timings, keep: KeepBestEpoch | None) -> PhaseResult:
     return PhaseResult(history, timings, keep.best_epoch, keep.best_scores)
 
 
+def _steps_per_execution(recipe: Recipe, model: keras.Model) -> int:
+    if recipe.steps_per_execution == "auto":
+        return auto_steps_per_execution(model, recipe.batch_size)
+    return recipe.steps_per_execution
+
+
 def _callbacks(recipe: Recipe, baseline=None) -> tuple[list, KeepBestEpoch | None]:
     keep = KeepBestEpoch(baseline) if recipe.finetune.keep_best else None
     return [keras.callbacks.TerminateOnNaN(), *([keep] if keep else [])], keep
@@ -326,7 +335,8 @@ def train_head(
             dataset = dataset.concatenate(make_pipeline(features, batch,
                                                         shuffle_seed=recipe.seed + index))
         head = _head(model)
-        head.compile(optimizer=optimizer, loss=LOSS, metrics=["accuracy"])
+        head.compile(optimizer=optimizer, loss=LOSS, metrics=["accuracy"],
+                     steps_per_execution=_steps_per_execution(recipe, head))
         started = time.perf_counter()
         history = head.fit(
             dataset.repeat(), steps_per_epoch=math.ceil(len(train) / batch),
@@ -360,7 +370,8 @@ def train_top(
                    **discriminative_multipliers(unfrozen, settings.discriminative_lr)}
     if multipliers:
         optimizer = with_lr_multipliers(optimizer, multipliers)
-    model.compile(optimizer=optimizer, loss=LOSS, metrics=["accuracy"])
+    model.compile(optimizer=optimizer, loss=LOSS, metrics=["accuracy"],
+                  steps_per_execution=_steps_per_execution(recipe, model))
     trainable = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
     print(f"kzoo: fine-tuning the top {len(unfrozen)} layers of the backbone "
           f"({trainable:,} trainable parameters) for {recipe.epochs} epochs")
@@ -416,6 +427,8 @@ def fine_tune(
     keep_best: bool | None = None,
     seed: int | None = None,
     validation_split: float | None = None,
+    precision: str | None = None,
+    tta: str | None = None,
     data_dir: str | os.PathLike | None = None,
     run_dir: str | os.PathLike | None = None,
     verbose: str | int = "auto",
@@ -432,6 +445,8 @@ def fine_tune(
     ``epochs`` counts the fine-tuning epochs after the ``head_epochs``. ``class_weight=
     "balanced"`` weighs the loss of each class by the inverse of its share of the training
     images. ``keep_best`` (default) ends each phase with its best validation epoch's weights.
+    ``precision`` (see :mod:`kzoo.precision`) and ``tta`` (test-time augmentation of the final
+    evaluation, see :mod:`kzoo.tta`) override the recipe's.
 
     >>> model, history, metrics, run_dir = kzoo.fine_tune("ants_bees/", backbone="mobilenet_v2")
     """
@@ -443,8 +458,13 @@ def fine_tune(
         discriminative_lr=discriminative_lr, lr_multipliers=lr_multipliers,
         cache_features=cache_features, feature_views=feature_views,
         dropout=dropout, class_weight=class_weight, keep_best=keep_best, seed=seed,
-        validation_split=validation_split,
+        validation_split=validation_split, precision=precision, tta=tta,
     )
+    with precision_policy(recipe.precision):
+        return _fine_tune(recipe, data_dir, run_dir, verbose)
+
+
+def _fine_tune(recipe: Recipe, data_dir, run_dir, verbose) -> TrainResult:
     folders = data_dirs(data_dir)
     folder = find_image_folder(recipe.dataset, folders)
     if not folder.is_dir():
@@ -500,7 +520,7 @@ def fine_tune(
     save_model(model, run_dir / "model.keras")
     wall_time = time.perf_counter() - started
 
-    metrics, probabilities = evaluate_splits(model, splits, recipe.batch_size)
+    metrics, probabilities = evaluate_splits(model, splits, recipe.batch_size, recipe.tta)
     write_predictions(splits.examples["validation"], probabilities["validation"], class_names,
                       run_dir / "predictions.csv")
     metrics.update(run_metrics(
@@ -546,11 +566,12 @@ def _kept_epoch(head: PhaseResult, top: PhaseResult) -> dict[str, Any] | None:
 
 
 def evaluate_splits(
-    model: keras.Model, splits: Splits, batch_size: int
+    model: keras.Model, splits: Splits, batch_size: int, tta: str = "none",
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Validation (and, where the folder has one, test) metrics of ``model``, and the predicted
-    probabilities they come from, streamed a batch at a time. Without a test split no test
-    figure is reported: ``test_split`` says ``"validation"``."""
+    probabilities they come from (averaged over the test-time views of ``tta``), streamed a
+    batch at a time. Without a test split no test figure is reported: ``test_split`` says
+    ``"validation"``. With ``tta``, the accuracies without it are reported too."""
     metrics: dict[str, Any] = {}
     probabilities: dict[str, np.ndarray] = {}
     class_names = splits.class_names
@@ -558,11 +579,15 @@ def evaluate_splits(
         if key not in splits.examples:
             continue
         part = splits.examples[key]
-        probabilities[key] = np.asarray(model.predict(make_pipeline(part, batch_size), verbose=0))
+        batches = make_pipeline(part, batch_size)
+        probabilities[key] = predict_with_tta(model, batches, tta)[0]
         metrics[key] = classification_metrics(part.labels, probabilities[key], class_names)
+        if tta != "none":
+            short = "val" if key == "validation" else key
+            metrics[f"{short}_accuracy_without_tta"] = scores(*predict_with_tta(model, batches))[1]
     metrics.update(
         val_accuracy=metrics["validation"]["accuracy"], val_loss=metrics["validation"]["loss"],
-        test_split=splits.test_split, class_names=class_names,
+        test_split=splits.test_split, class_names=class_names, tta=tta,
     )
     if splits.has_test:
         metrics.update(test_accuracy=metrics["test"]["accuracy"], test_loss=metrics["test"]["loss"])

@@ -34,6 +34,7 @@ from kzoo.models.blocks import classifier_info
 from kzoo.pipeline import Examples, make_pipeline
 from kzoo.registry import load_model
 from kzoo.runs import save_model
+from kzoo.tta import check_tta, predict_array, predict_with_tta
 
 EXPORT_FORMATS = ("keras", "saved_model", "tflite", "onnx")
 _EXPORT_NAMES = {"keras": "model.keras", "saved_model": "saved_model", "tflite": "model.tflite",
@@ -128,10 +129,13 @@ def predict(
     inputs: Sequence[str | os.PathLike],
     top_k: int = 3,
     batch_size: int = 32,
+    tta: str = "none",
 ) -> list[Prediction]:
     """The ``top_k`` classes and probabilities of each image in ``inputs`` (files, or folders
-    searched recursively), in order. Unreadable files come back with ``error`` set.
+    searched recursively), in order, averaged over the test-time views of ``tta`` (see
+    :mod:`kzoo.tta`). Unreadable files come back with ``error`` set.
     """
+    check_tta(tta)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise KzooError(f"top_k={top_k!r} is invalid; expected an integer >= 1")
     model, names = load_run(source)
@@ -145,7 +149,7 @@ def predict(
         readable = [path for path, reason in part if reason is None]
         images, kept, unreadable = read_images(readable, **framing)
         reasons = {skip.path: skip.reason for skip in unreadable}
-        probabilities = (model.predict(images.astype("float32"), batch_size=batch_size, verbose=0)
+        probabilities = (predict_array(model, images.astype("float32"), batch_size, tta)
                          if len(images) else [])
         rows = dict(zip((readable[i] for i in kept), probabilities))
         for path, reason in part:
@@ -161,12 +165,15 @@ def predict(
 
 
 def evaluate(
-    source: str | os.PathLike | keras.Model, folder: str | os.PathLike, batch_size: int = 32
+    source: str | os.PathLike | keras.Model, folder: str | os.PathLike, batch_size: int = 32,
+    tta: str = "none",
 ) -> dict[str, Any]:
     """Accuracy, loss, confusion matrix and per-class metrics of a run's model on a labelled
     folder (one sub-folder per class, named as the model's classes; some may be absent),
-    streamed from the folder's image store a batch at a time.
+    streamed from the folder's image store a batch at a time; with ``tta``, on probabilities
+    averaged over test-time views (see :mod:`kzoo.tta`).
     """
+    check_tta(tta)
     model, names = load_run(source)
     folder = Path(folder).expanduser()
     if not folder.is_dir():
@@ -183,9 +190,9 @@ def evaluate(
     part, skipped = scan_labelled(folder, names, Framing(**_framing(model)), progress=False)
     examples = Examples.from_scan(part)
     truth = examples.labels.astype("int64")
-    probabilities = model.predict(make_pipeline(examples, batch_size), verbose=0)
+    probabilities, _ = predict_with_tta(model, make_pipeline(examples, batch_size), tta)
     metrics = classification_metrics(truth, probabilities, names)
-    metrics.update(folder=str(folder), skipped=[skip._asdict() for skip in skipped])
+    metrics.update(folder=str(folder), tta=tta, skipped=[skip._asdict() for skip in skipped])
     return metrics
 
 

@@ -34,11 +34,42 @@ def make_optimizer(config: Optimizer, steps_per_epoch: int, epochs: int) -> kera
             rate, decay_steps=steps_per_epoch * options["every_epochs"],
             decay_rate=options["factor"], staircase=True,
         )
+    elif config.schedule == "triangle":
+        rate = Triangle(rate, total_steps=max(1, steps_per_epoch * epochs), **options)
+    decay = config.weight_decay or None
     if config.name == "sgd":
-        return keras.optimizers.SGD(rate, momentum=config.momentum)
-    if config.name == "rmsprop":
-        return keras.optimizers.RMSprop(rate, momentum=config.momentum)
-    return keras.optimizers.Adam(rate)
+        optimizer = keras.optimizers.SGD(rate, momentum=config.momentum,
+                                         nesterov=config.nesterov, weight_decay=decay)
+    elif config.name == "rmsprop":
+        optimizer = keras.optimizers.RMSprop(rate, momentum=config.momentum, weight_decay=decay)
+    else:
+        optimizer = keras.optimizers.Adam(rate, weight_decay=decay)
+    if config.lr_multipliers:
+        optimizer = with_lr_multipliers(optimizer, config.lr_multipliers)
+    return optimizer
+
+
+@keras.saving.register_keras_serializable(package="kzoo")
+class Triangle(keras.optimizers.schedules.LearningRateSchedule):
+    """A one-cycle triangle: the rate rises linearly from ``start`` times ``rate`` to ``rate``
+    at fraction ``peak`` of ``total_steps``, then falls linearly to ``end`` times ``rate``."""
+
+    def __init__(self, rate: float, total_steps: int, start: float = 0.2, peak: float = 0.25,
+                 end: float = 0.05):
+        self.rate, self.total_steps = float(rate), int(total_steps)
+        self.start, self.peak, self.end = float(start), float(peak), float(end)
+
+    def __call__(self, step):
+        ops = keras.ops
+        progress = ops.cast(step, "float32") / self.total_steps
+        rising = self.start + (1 - self.start) * progress / self.peak
+        falling = 1 + (self.end - 1) * (progress - self.peak) / (1 - self.peak)
+        factor = ops.where(progress < self.peak, rising, ops.maximum(falling, self.end))
+        return self.rate * factor
+
+    def get_config(self):
+        return {"rate": self.rate, "total_steps": self.total_steps, "start": self.start,
+                "peak": self.peak, "end": self.end}
 
 
 def class_weights(recipe: Recipe, labels: np.ndarray, num_classes: int) -> dict[int, float] | None:

@@ -25,6 +25,8 @@ from typing import Any, Protocol
 import numpy as np
 import tensorflow as tf
 
+from kzoo.errors import KzooError
+
 BLOCK_BYTES = 8 << 20  # rows read from disk per read, about
 SHUFFLE_BUFFER_BYTES = 128 << 20  # the bounded shuffle buffer of a streamed split
 
@@ -164,12 +166,12 @@ def _block_reader(examples: Examples):
         targets.set_shape((None, *labels.shape[1:]))
         return values, targets
 
-    return -(-len(examples) // block), read_block
+    return -(-len(examples) // block), read_block, block
 
 
 def _blocks(examples: Examples, shuffle_seed: int | None) -> tf.data.Dataset:
     """Blocks of consecutive rows read from the source, in a shuffled order if a seed is given."""
-    count, read_block = _block_reader(examples)
+    count, read_block, _ = _block_reader(examples)
     dataset = tf.data.Dataset.range(count)
     if shuffle_seed is not None and count > 1:
         dataset = dataset.shuffle(count, seed=shuffle_seed, reshuffle_each_iteration=True)
@@ -231,6 +233,9 @@ def make_pipeline(
     augmented (a Keras preprocessing layer or ``Pipeline``) a whole batch at a time, in
     parallel, and prefetched.
     """
+    if isinstance(augment, list):
+        raise KzooError("this augmentation needs to know each image and the epoch (an "
+                        "alternating flip); only `kzoo train` (epoch_batches) applies it")
     batches = raw_batches(data, batch_size, shuffle_seed)
 
     def to_float(images, labels):
@@ -257,23 +262,30 @@ def _permutation(count, seed) -> tf.Tensor:
 
 def _epoch_order(examples: Examples, batch_size: int, seed: int, epoch,
                  tensors=None) -> tf.data.Dataset:
-    """One epoch of raw batches, in an order that only ``seed`` and ``epoch`` decide; from
-    ``tensors`` (the examples in memory, made outside any traced function) where given."""
+    """One epoch of raw batches ``(images, labels, positions)``, in an order that only
+    ``seed`` and ``epoch`` decide; from ``tensors`` (the examples in memory, made outside any
+    traced function) where given. ``positions`` say which of ``examples`` each one is."""
     if tensors is not None:
         images, labels = tensors
         order = _permutation(len(examples), _epoch_seed(seed, epoch))
         return tf.data.Dataset.from_tensor_slices(order).batch(batch_size).map(
-            lambda index: (tf.gather(images, index), tf.gather(labels, index)))
-    count, read_block = _block_reader(examples)
+            lambda index: (tf.gather(images, index), tf.gather(labels, index), index))
+    count, read_block, block = _block_reader(examples)
+    total = len(examples)
+
+    def read_with_positions(index):
+        start = index * block
+        return (*read_block(index), tf.range(start, tf.minimum(start + block, total)))
+
     order = tf.data.Dataset.from_tensor_slices(_permutation(count, _epoch_seed(seed, epoch, 1)))
-    source = order.map(read_block, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    source = order.map(read_with_positions, num_parallel_calls=tf.data.AUTOTUNE,
+                       deterministic=True)
     window = max(batch_size, SHUFFLE_BUFFER_BYTES // max(examples.nbytes // len(examples), 1))
 
-    def mix(position, pair):  # a bounded shuffle: each window of examples permuted
-        images, labels = pair
-        order = _permutation(tf.shape(labels, out_type=tf.int64)[0],
+    def mix(position, triple):  # a bounded shuffle: each window of examples permuted
+        order = _permutation(tf.shape(triple[1], out_type=tf.int64)[0],
                              _epoch_seed(seed, epoch * 1_000_003 + position, 2))
-        return tf.gather(images, order), tf.gather(labels, order)
+        return tuple(tf.gather(part, order) for part in triple)
 
     batches = source.unbatch().batch(window).enumerate().map(mix).unbatch().batch(batch_size)
     return _with_batches_known(batches, len(examples), batch_size)
@@ -286,15 +298,19 @@ def _reseeded(augment, seed: int):
     the TensorFlow backend; on JAX they draw from another inside tf.data, which stays as it is."""
     import keras
 
-    generators = [layer.generator for layer in getattr(augment, "layers", [augment])
+    stack = augment if isinstance(augment, list) else getattr(augment, "layers", [augment])
+    generators = [layer.generator for layer in stack
                   if hasattr(layer, "generator") and keras.backend.backend() == "tensorflow"]
 
-    def apply(epoch, index, images):
+    def apply(epoch, index, images, positions):
         for number, generator in enumerate(generators):
             state = _epoch_seed(seed, epoch, 3 + number) + tf.stack([tf.constant(0, tf.int64),
                                                                       index * 65_537])
             generator.state.assign(tf.cast(state, generator.state.dtype))
-        return augment(images, training=True)
+        for layer in stack:
+            images = (layer(images, example_ids=positions, epoch=epoch)
+                      if getattr(layer, "uses_example_ids", False) else layer(images, training=True))
+        return images
 
     return apply
 
@@ -317,11 +333,11 @@ def epoch_batches(
     tensors = None if streams(examples) else examples.tensors()
 
     def one_epoch(epoch):
-        def to_float(index, pair):
-            images, labels = pair
+        def to_float(index, batch):
+            images, labels, positions = batch
             images = tf.cast(images, tf.float32)
             if augmented is not None:
-                images = augmented(epoch, index, images)
+                images = augmented(epoch, index, images, positions)
             return images, labels
 
         # one batch at a time: the augmentation resets shared random state before each batch

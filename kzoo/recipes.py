@@ -26,6 +26,8 @@ SCHEDULES = {
     "cosine": {},
     "exponential": {"decay_epochs": (float, 1.0), "decay_rate": (float, 0.9)},
     "step": {"every_epochs": (int, 5), "factor": (float, 0.5)},
+    # linear from start x rate up to the rate at fraction peak of training, then down to end x rate
+    "triangle": {"start": (float, 0.2), "peak": (float, 0.25), "end": (float, 0.05)},
 }
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
 SAMPLINGS = ("linear", "log", "reverse_log")
@@ -38,6 +40,9 @@ class Optimizer:
     name: str = "adam"
     learning_rate: float = 1e-3
     momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0  # Keras's decoupled decay: each step w -= rate * weight_decay * w
+    lr_multipliers: dict[str, float] = field(default_factory=dict)  # variable pattern: factor
     schedule: str = "constant"
     schedule_options: dict[str, Any] = field(default_factory=dict)
 
@@ -153,6 +158,12 @@ class Recipe:
     expected_accuracy: float | None = None
     reference: str = ""
     class_weight: str | None = None  # "balanced": weight each class by n / (classes * count)
+    label_smoothing: float = 0.0
+    precision: str = "auto"  # see kzoo.precision: auto, float32, mixed_bfloat16, mixed_float16
+    steps_per_execution: int | str = "auto"  # "auto": see kzoo.flops.auto_steps_per_execution
+    lookahead: int = 0  # > 0: every that many steps, pull the weights to their EMA (kzoo.callbacks)
+    freeze_after: dict[str, int] = field(default_factory=dict)  # layer pattern: epochs trained
+    tta: str = "none"  # test-time augmentation of the final evaluation: none, flip, flip+shift
     finetune: FineTune | None = None
     search: dict[str, SearchRange | None] = field(default_factory=dict)  # None: not searched
 
@@ -208,6 +219,12 @@ _FIELD_TYPES = {
     "expected_accuracy": float,
     "reference": str,
     "class_weight": str,
+    "label_smoothing": float,
+    "precision": str,
+    "steps_per_execution": int,  # or "auto"
+    "lookahead": int,
+    "freeze_after": dict,
+    "tta": str,
     "finetune": dict,
     "search": dict,
 }
@@ -222,7 +239,8 @@ _FINETUNE_TYPES = {
     "center_crop": float,  # or null
     "keep_best": bool,
 }
-_OPTIMIZER_TYPES = {"name": str, "learning_rate": float, "momentum": float, "schedule": dict}
+_OPTIMIZER_TYPES = {"name": str, "learning_rate": float, "momentum": float, "nesterov": bool,
+                    "weight_decay": float, "lr_multipliers": dict, "schedule": dict}
 _RANGES = {  # key: (lowest, highest); None is unbounded
     "batch_size": (1, None),
     "epochs": (1, None),
@@ -230,6 +248,10 @@ _RANGES = {  # key: (lowest, highest); None is unbounded
     "validation_split": (0.0, 0.9),
     "expected_accuracy": (0.0, 1.0),
     "momentum": (0.0, 1.0),
+    "weight_decay": (0.0, None),
+    "label_smoothing": (0.0, 0.99),
+    "steps_per_execution": (1, None),
+    "lookahead": (0, None),
     "head_epochs": (0, None),
     "unfreeze": (0.0, 1.0),
     "discriminative_lr": (0.0, 1.0),
@@ -271,6 +293,8 @@ def _unknown_key(key: str, allowed, source: str) -> KzooError:
 
 
 CLASS_WEIGHTS = ("balanced",)
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")  # as kzoo.precision
+TTA_MODES = ("none", "flip", "flip+shift")  # as kzoo.tta
 
 
 def _check_fields(data: dict[str, Any], source: str) -> dict[str, Any]:
@@ -281,10 +305,22 @@ def _check_fields(data: dict[str, Any], source: str) -> dict[str, Any]:
         if key == "class_weight" and value in (None, "none"):
             checked[key] = None
             continue
+        if key == "steps_per_execution" and value == "auto":
+            checked[key] = value
+            continue
         checked[key] = _check_value(key, value, _FIELD_TYPES[key], source)
         if key == "class_weight" and value not in CLASS_WEIGHTS:
             raise KzooError(f"{source}: key 'class_weight' is {value!r}; expected "
                             f"{' or '.join(CLASS_WEIGHTS)} (or none)")
+        for name, allowed in (("precision", PRECISIONS), ("tta", TTA_MODES)):
+            if key == name and value not in allowed:
+                raise KzooError(f"{source}: key {name!r} is {value!r}; expected one of "
+                                f"{', '.join(allowed)}")
+        if key == "freeze_after" and not all(
+                isinstance(epochs, int) and not isinstance(epochs, bool) and epochs >= 0
+                for epochs in value.values()):
+            raise KzooError(f"{source}: key 'freeze_after' is {value!r}; expected a mapping of "
+                            "layer-name patterns to epochs (integers >= 0)")
     return checked
 
 
@@ -309,12 +345,16 @@ def _parse_optimizer(data: dict[str, Any], source: str) -> Optimizer:
     options = {}
     for key, (kind, default) in SCHEDULES[schedule_name].items():
         options[key] = _check_value(key, schedule.pop(key, default), kind, f"{source} [schedule]")
-        decays = key in ("decay_rate", "factor")  # a schedule anneals: the rate must not grow
+        decays = key in ("decay_rate", "factor", "start", "end")  # at most the rate itself
         if options[key] <= 0 or (decays and options[key] > 1):
             expected = "in (0, 1]" if decays else "> 0"
             raise KzooError(
                 f"{source} [schedule]: key {key!r} must be {expected}, got {options[key]!r}"
             )
+    if schedule_name == "triangle" and not 0 < options["peak"] < 1:
+        raise KzooError(f"{source} [schedule]: key 'peak' must be in (0, 1) (a fraction of "
+                        f"training), got {options['peak']!r}")
+    _check_multipliers(values, f"{source} [optimizer]")
     if schedule:
         raise _unknown_key(next(iter(schedule)), ["name", *SCHEDULES[schedule_name]],
                            f"{source} [schedule {schedule_name}]")
@@ -334,6 +374,12 @@ def _parse_finetune(data: dict[str, Any], source: str) -> FineTune:
             f"{where}: key 'cache_features' is {values['cache_features']!r}; expected true, "
             "false or auto"
         )
+    _check_multipliers(values, where)
+    return FineTune(**values)
+
+
+def _check_multipliers(values: dict[str, Any], where: str) -> None:
+    """``values["lr_multipliers"]`` checked, with its factors as floats."""
     for pattern, multiplier in values.get("lr_multipliers", {}).items():
         if not isinstance(pattern, str) or not _type_ok(multiplier, float) or multiplier < 0:
             raise KzooError(
@@ -342,7 +388,6 @@ def _parse_finetune(data: dict[str, Any], source: str) -> FineTune:
             )
     if "lr_multipliers" in values:
         values["lr_multipliers"] = {k: float(v) for k, v in values["lr_multipliers"].items()}
-    return FineTune(**values)
 
 
 _SEARCH_KEYS = ("min", "max", "step", "sampling", "values")

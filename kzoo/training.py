@@ -18,14 +18,18 @@ from typing import Any
 import keras
 
 from kzoo.augment import augmentation
+from kzoo.callbacks import FreezeAfter, Lookahead
 from kzoo.checkpoints import EpochCheckpoints
 from kzoo.datasets import Splits, load_dataset, print_data_summary
 from kzoo.errors import KzooError
-from kzoo.evaluation import confusion_matrix, format_confusion_matrix, predict_labels
+from kzoo.evaluation import confusion_matrix, format_confusion_matrix
 from kzoo.files import write_csv, write_json
 from kzoo.finetune import fine_tune
+from kzoo.flops import auto_steps_per_execution, training_flops
+from kzoo.losses import make_loss
 from kzoo.optimizers import class_weights, make_optimizer
 from kzoo.pipeline import epoch_batches, make_pipeline
+from kzoo.precision import precision_policy
 from kzoo.recipes import Recipe, load_recipe
 from kzoo.registry import build, get_spec, load_model
 from kzoo.runs import (
@@ -36,6 +40,7 @@ from kzoo.runs import (
     seed_everything,
     start_run_dir,
 )
+from kzoo.tta import predict_with_tta, scores
 
 # --- the pieces -------------------------------------------------------------------------------
 
@@ -128,6 +133,9 @@ def train(
     dropout: float | None = None,
     class_weight: str | None = None,
     seed: int | None = None,
+    precision: str | None = None,
+    tta: str | None = None,
+    steps_per_execution: int | str | None = None,
     data_dir: str | os.PathLike | None = None,
     run_dir: str | os.PathLike | None = None,
     resume: bool = False,
@@ -138,13 +146,16 @@ def train(
 
     ``train_on_validation`` trains on the training and validation splits together, with nothing
     held out but the test split: the final fit of settings already chosen (``kzoo tune
-    --retrain-best``).
+    --retrain-best``). ``precision`` (:mod:`kzoo.precision`), ``tta`` (test-time augmentation
+    of the final evaluation, :mod:`kzoo.tta`) and ``steps_per_execution`` (an integer, or
+    ``"auto"``: :func:`kzoo.flops.auto_steps_per_execution`) override the recipe's.
 
     >>> model, history, metrics, run_dir = kzoo.train("lenet5_mnist", epochs=1)
     """
     recipe = load_recipe(recipe).with_overrides(
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, dropout=dropout,
-        class_weight=class_weight, seed=seed,
+        class_weight=class_weight, seed=seed, precision=precision, tta=tta,
+        steps_per_execution=steps_per_execution,
     )
     if recipe.finetune is not None:  # a transfer-learning recipe: two phases, see finetune.py
         if resume:
@@ -152,6 +163,13 @@ def train(
                             "resumed; start a new run")
         return fine_tune(recipe=recipe, data_dir=data_dir, run_dir=run_dir, verbose=verbose)
     run_dir = choose_run_dir(recipe, run_dir, resume, data_dir)
+    with precision_policy(recipe.precision) as precision:
+        return _train(recipe, precision, data_dir=data_dir, run_dir=run_dir, resume=resume,
+                      verbose=verbose, train_on_validation=train_on_validation)
+
+
+def _train(recipe: Recipe, precision: str, *, data_dir, run_dir: Path, resume: bool, verbose,
+           train_on_validation: bool) -> TrainResult:
     seed_everything(recipe.seed)
     splits = load_splits(recipe, data_dir)
     if train_on_validation:
@@ -164,10 +182,14 @@ def train(
     validation_data = None if train_on_validation else make_pipeline(
         splits.examples["validation"], recipe.batch_size)
     steps_per_epoch = math.ceil(splits.sizes["train"] / recipe.batch_size)
+    adapt_to_data(model, train_examples, recipe.seed)
+    steps_per_execution = (auto_steps_per_execution(model, recipe.batch_size)
+                           if recipe.steps_per_execution == "auto" else recipe.steps_per_execution)
     model.compile(
         optimizer=make_optimizer(recipe.optimizer, steps_per_epoch, recipe.epochs),
-        loss=recipe.loss,
+        loss=make_loss(recipe.loss, recipe.label_smoothing),
         metrics=["accuracy"],
+        steps_per_execution=steps_per_execution,
     )
     checkpoints = EpochCheckpoints(run_dir / "backup")
     done = checkpoints.restore(model) if resume else 0
@@ -182,13 +204,17 @@ def train(
                                first_epoch=done, epochs=recipe.epochs)
     keep_good = KeepLastGoodModel(run_dir / "model.keras", splits.class_names)
     callbacks = [
+        *([FreezeAfter(recipe.freeze_after)] if recipe.freeze_after else []),
+        *([Lookahead(steps_per_epoch * recipe.epochs, every=recipe.lookahead)]
+          if recipe.lookahead else []),
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.CSVLogger(str(history_csv), append=True),
         checkpoints,  # after the history row: a kill between the two retrains that epoch
         keep_good,
         keras.callbacks.TensorBoard(str(run_dir / "logs"), profile_batch=0),
     ]
-    print(f"kzoo: training {recipe.model} on {recipe.dataset} ({splits.sizes}); run dir {run_dir}")
+    print(f"kzoo: training {recipe.model} on {recipe.dataset} ({splits.sizes}) in {precision}, "
+          f"{steps_per_execution} step(s) per execution; run dir {run_dir}")
     started = time.perf_counter()
     try:
         model.fit(train_data, validation_data=validation_data, epochs=recipe.epochs,
@@ -222,6 +248,8 @@ def train(
         sizes=splits.sizes, wall_time_s=wall_time, timings_s={"fit_s": wall_time},
         data_dir=data_dir, status=status,
     )
+    metrics.update(steps_per_execution=steps_per_execution,
+                   training_flops=training_flops(model, splits.sizes["train"]) * recipe.epochs)
     metrics.update(evaluate_run(model, recipe, splits, run_dir))
     metrics.update(
         epochs_run=len(history.get("epoch", [])),
@@ -251,11 +279,13 @@ def evaluate_run(model: keras.Model, recipe: Recipe, splits: Splits, run_dir: Pa
     """Test loss and accuracy (on the validation split where there is no test split: then
     ``test_split`` says so), with the confusion matrix printed and saved as CSV."""
     test_data = make_pipeline(splits.examples[splits.test_split], recipe.batch_size)
-    if getattr(model, "optimizer", None) is None or not model.compiled:
-        model.compile(loss=recipe.loss, metrics=["accuracy"])
-    loss, accuracy = model.evaluate(test_data, verbose=0)
     prefix = "test" if splits.has_test else "val"  # a validation figure is never called a test one
-    truth, predicted = predict_labels(model, test_data)
+    probabilities, truth = predict_with_tta(model, test_data, recipe.tta)
+    loss, accuracy = scores(probabilities, truth)
+    predicted = probabilities.argmax(1)
+    extra = {}
+    if recipe.tta != "none":
+        extra[f"{prefix}_accuracy_without_tta"] = scores(*predict_with_tta(model, test_data))[1]
     matrix = confusion_matrix(truth, predicted, max(len(splits.class_names), 2))
     print(format_confusion_matrix(matrix, splits.class_names))
     write_csv(run_dir / "confusion_matrix.csv", ["true\\predicted", *splits.class_names],
@@ -264,5 +294,23 @@ def evaluate_run(model: keras.Model, recipe: Recipe, splits: Splits, run_dir: Pa
         f"{prefix}_loss": float(loss),
         f"{prefix}_accuracy": float(accuracy),
         f"{prefix}_examples": len(truth),
+        "tta": recipe.tta,
+        **extra,
         "confusion_matrix": matrix.tolist(),
     }
+
+
+def adapt_to_data(model: keras.Model, examples, seed: int, count: int = 5000) -> None:
+    """Fit the layers that learn from the data before training (those with Keras's ``adapt``:
+    ``Normalization``, :class:`kzoo.models.layers.PatchWhitening`) to ``count`` training
+    images drawn with ``seed``, each seeing them as it will in the model."""
+    adaptable = [layer for layer in model.layers if callable(getattr(layer, "adapt", None))]
+    if not adaptable:
+        return
+    import numpy as np
+
+    chosen = np.random.default_rng(seed).permutation(len(examples))[:count]
+    images = examples.subset(np.sort(chosen)).read_all().astype("float32")
+    for layer in adaptable:
+        seen = keras.Model(model.inputs, layer.input).predict(images, batch_size=500, verbose=0)
+        layer.adapt(np.asarray(seen, "float32"))

@@ -1,5 +1,9 @@
 """Resolve a model's ``weights`` argument: ``"imagenet"``, a local file, or ``None``.
 
+A bare file name that is not a file in the working directory is looked for in the same local
+folders as ``"imagenet"`` (so a recipe can name ``mobilenet_v2_1.0_224_dequantized_no_top.h5``
+and find it in ``--data-dir``'s ``weights/``).
+
 ``"imagenet"`` first looks for the file Keras would download, under the name Keras gives it, in
 local folders (:func:`weights_dirs`): a ``data_dir`` given to :func:`search_weights_in`,
 ``$KZOO_WEIGHTS_DIR``, ``$KZOO_DATA_DIR/weights/``, and Keras's own cache
@@ -28,6 +32,11 @@ from kzoo.errors import KzooError
 KNOWN_HASHES = {
     "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5": (
         "94e9c4c290f48ac6637b3c34de169a6cd77cefc29b5fa573dd3018260f11f8ed"
+    ),
+    # MobileNetV2 1.0 ImageNet weights dequantized from TensorFlow's uint8 model (not Keras's
+    # float file; see the README's weights section)
+    "mobilenet_v2_1.0_224_dequantized_no_top.h5": (
+        "10958475e0e67a8581cb3878f8c03d2a939394a59b9c62f6afb36b1f4c84547f"
     ),
     "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5": "4d473c1dd8becc155b73f8504c6f6626",
     "efficientnetb0_notop.h5": "50bc09e76180e00e4465e1a485ddc09d",
@@ -165,7 +174,10 @@ def load_application(
 
 
 def _from_file(application, weights, kwargs) -> keras.Model:
-    path = check_weights_file(weights)
+    path = Path(weights).expanduser()
+    if not path.is_file() and path.name == str(weights):  # a bare file name: look in the folders
+        path = find_local_file(path.name) or path
+    path = check_weights_file(path)
     try:
         return application(weights=str(path), **kwargs)
     except (ValueError, OSError, KeyError) as error:

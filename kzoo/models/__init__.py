@@ -1,3 +1,3 @@
 """The model families; importing this package registers every model."""
 
-from kzoo.models import alexnet, cifar, lenet, linear, pretrained  # noqa: F401
+from kzoo.models import airbench, alexnet, cifar, lenet, linear, pretrained  # noqa: F401

@@ -71,10 +71,11 @@ def pixel_input(input_shape: Sequence[int], scale: float = 1 / 255.0, offset: fl
 
 
 def classifier_head(x, num_classes: int, dropout: float = 0.0, name: str = "predictions"):
-    """Optional dropout, then a softmax layer of ``num_classes`` units."""
+    """Optional dropout, then a softmax layer of ``num_classes`` units, computed in float32
+    whatever the precision of the layers below (Keras's mixed-precision advice)."""
     if dropout:
         x = layers.Dropout(dropout, name="head_dropout")(x)
-    return layers.Dense(num_classes, activation="softmax", name=name)(x)
+    return layers.Dense(num_classes, activation="softmax", name=name, dtype="float32")(x)
 
 
 def pad_to(x, side: int):

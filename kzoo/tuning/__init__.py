@@ -139,6 +139,7 @@ def tune(
     max_failures: int = 3,
     worker_timeout: float | None = None,
     hyperband_factor: int = 3,
+    precision: str | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: str | int = "auto",
 ) -> TuneResult:
@@ -153,12 +154,13 @@ def tune(
     ``retrain_best`` trains the best settings on train+validation into a run directory, as
     ``kzoo train`` would. ``chief``/``worker`` (``HOST:PORT``) share one search among processes
     (see :func:`distributed_role`); a worker silent for ``worker_timeout`` seconds (default: 3x
-    the longest silence seen, at least a minute) loses its trial to another. ``callbacks`` (e.g. EarlyStopping) join every trial's fit.
+    the longest silence seen, at least a minute) loses its trial to another. ``precision``
+    overrides the recipe's (:mod:`kzoo.precision`). ``callbacks`` (e.g. EarlyStopping) join every trial's fit.
 
     >>> result = kzoo.tune("lenet5_mnist", max_trials=20, epochs=3,
     ...                    search={"batch_size": {"values": [32, 128, 2000]}})
     """
-    recipe = load_recipe(recipe).with_overrides(epochs=epochs, seed=seed)
+    recipe = load_recipe(recipe).with_overrides(epochs=epochs, seed=seed, precision=precision)
     if recipe.finetune is not None:
         raise KzooError(f"recipe {recipe.name!r} fine-tunes a pretrained backbone in two phases; "
                         "kzoo tune searches recipes trained in one (tune its finetune settings "

@@ -13,9 +13,12 @@ import keras_tuner as kt
 import tensorflow as tf
 
 from kzoo.augment import augmentation
+from kzoo.flops import auto_steps_per_execution
+from kzoo.losses import make_loss
 from kzoo.datasets import Splits
 from kzoo.optimizers import make_optimizer
 from kzoo.pipeline import make_pipeline
+from kzoo.precision import precision_policy
 from kzoo.recipes import Recipe
 from kzoo.runs import seed_everything
 from kzoo.training import build_for
@@ -51,14 +54,18 @@ class RecipeHyperModel(kt.HyperModel):
     def build(self, hp: kt.HyperParameters) -> keras.Model:
         recipe = self.recipe_for(hp)
         seed_everything(recipe.seed)  # every trial starts from the same initial weights
-        return build_for(recipe, self.splits)
+        with precision_policy(recipe.precision):
+            return build_for(recipe, self.splits)
 
     def fit(self, hp, model, train, validation, *, epochs, initial_epoch=0, callbacks=None,
             verbose="auto", **kwargs):
         recipe = self.recipe_for(hp)
         steps = math.ceil(len(train) / recipe.batch_size)
+        spe = recipe.steps_per_execution
         model.compile(optimizer=make_optimizer(recipe.optimizer, steps, epochs),
-                      loss=recipe.loss, metrics=["accuracy"])
+                      loss=make_loss(recipe.loss, recipe.label_smoothing), metrics=["accuracy"],
+                      steps_per_execution=(auto_steps_per_execution(model, recipe.batch_size)
+                                           if spe == "auto" else spe))
         model.optimizer.iterations.assign(initial_epoch * steps)  # Hyperband continues a schedule
         train_data = make_pipeline(train, recipe.batch_size, shuffle_seed=recipe.seed,
                                    augment=augmentation(recipe.augmentation, seed=recipe.seed))
