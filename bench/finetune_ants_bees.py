@@ -1,15 +1,18 @@
-"""Fine-tune MobileNetV2 (alpha 0.35, ImageNet weights) on the ants/bees folder, once per seed,
-and record validation accuracy and wall time in bench/results/finetune_ants_bees.json.
+"""Fine-tune a MobileNetV2 ants/bees recipe once per seed, and record validation accuracy (with
+and without the recipe's test-time augmentation) and wall time in
+bench/results/finetune_RECIPE.json.
 
-    python bench/finetune_ants_bees.py --data-dir ../shared/data
     python bench/finetune_ants_bees.py --data-dir ../shared/data --seeds 0 1 2
+    python bench/finetune_ants_bees.py --recipe mobilenet_v2_100_ants_bees --data-dir ../shared/data
 
-It runs the recipe ``zoo_configs/mobilenet_v2_ants_bees.yaml`` exactly as
+The recipes: ``mobilenet_v2_ants_bees`` (alpha 0.35, Keras's ImageNet weights) and
+``mobilenet_v2_100_ants_bees`` (alpha 1.0, ImageNet weights dequantized from TensorFlow's uint8
+MobileNetV2). It runs a recipe exactly as
 
-    kzoo finetune --recipe mobilenet_v2_ants_bees --data-dir ../shared/data --seed N
+    kzoo finetune --recipe RECIPE --data-dir ../shared/data --seed N
 
-does: the folder ``hymenoptera_data`` and the weights file (under the name Keras gives it, in
-``weights/``) are both found in the data directory. Runs go to bench/results/tmp/ (not kept in
+does: the folder ``hymenoptera_data`` and the weights file (in ``weights/``) are both found in
+the data directory. Runs go to bench/results/tmp/ (not kept in
 git); each run directory holds its report.html.
 """
 
@@ -25,7 +28,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-RECIPE = "mobilenet_v2_ants_bees"
+DEFAULT_RECIPE = "mobilenet_v2_ants_bees"
 REFERENCE = {
     "model": "ResNet-18 (torchvision, ImageNet weights), fine-tuned end to end",
     "val_accuracy": 0.95,
@@ -48,17 +51,21 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default="../shared/data",
                         help="holds hymenoptera_data/ and weights/ (default ../shared/data)")
+    parser.add_argument("--recipe", default=DEFAULT_RECIPE)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--output", default=str(HERE / "results" / "finetune_ants_bees.json"))
+    parser.add_argument("--output", help="default bench/results/finetune_RECIPE.json")
     args = parser.parse_args(argv)
+    recipe_name = args.recipe
+    output = Path(args.output or HERE / "results" / f"finetune_{recipe_name}.json")
 
     import kzoo
 
     runs = []
     for seed in args.seeds:
-        run_dir = HERE / "results" / "tmp" / f"{RECIPE}-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir = (HERE / "results" / "tmp"
+                   / f"{recipe_name}-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}")
         started = time.perf_counter()
-        result = kzoo.fine_tune(recipe=RECIPE, data_dir=args.data_dir, seed=seed,
+        result = kzoo.fine_tune(recipe=recipe_name, data_dir=args.data_dir, seed=seed,
                                 run_dir=run_dir, verbose=2)
         wall = time.perf_counter() - started
         metrics = result.metrics
@@ -66,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             "seed": seed,
             "val_accuracy": metrics["val_accuracy"],
             "val_loss": metrics["val_loss"],
+            "val_accuracy_without_tta": metrics.get("val_accuracy_without_tta"),
             "head_val_accuracy": [acc for acc, phase in zip(result.history["val_accuracy"],
                                                              result.history["phase"])
                                   if phase == "head"][-1],
@@ -78,13 +86,16 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
 
     accuracies = [run["val_accuracy"] for run in runs]
-    recipe = kzoo.load_recipe(RECIPE)
+    recipe = kzoo.load_recipe(recipe_name)
     record = {
         "benchmark": "finetune_ants_bees",  # no top-level "recipe": not a bench/accuracy.py record
-        "command": "python bench/finetune_ants_bees.py --data-dir "
-                   f"{args.data_dir} --seeds {' '.join(map(str, args.seeds))}",
-        "cli_equivalent": f"kzoo finetune --recipe {RECIPE} --data-dir {args.data_dir} --seed N",
-        "settings": {"recipe": RECIPE, **recipe.to_dict()},
+        "command": "python bench/finetune_ants_bees.py "
+                   + (f"--recipe {recipe_name} " if recipe_name != DEFAULT_RECIPE else "")
+                   + f"--data-dir {args.data_dir} --seeds {' '.join(map(str, args.seeds))}",
+        "cli_equivalent": f"kzoo finetune --recipe {recipe_name} --data-dir {args.data_dir} "
+                          "--seed N",
+        "settings": {"recipe": recipe_name, **recipe.to_dict()},
+        "precision": metrics["precision"],
         "validation_images": metrics["validation"]["examples"],
         "training_images": metrics["sizes"]["train"],
         "runs": runs,
@@ -96,7 +107,6 @@ def main(argv: list[str] | None = None) -> int:
         "versions": metrics["versions"],
         "date": time.strftime("%Y-%m-%d"),
     }
-    output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(record, indent=2) + "\n")
     print(f"mean validation accuracy {record['mean_val_accuracy']:.4f} "

@@ -42,7 +42,7 @@ def spread(values: list[float]) -> str:
     return shown + (f" ± {statistics.stdev(values):.2%}" if len(values) > 1 else "")
 
 
-def table(grouped: dict[tuple, list[dict]], finetune: Path = HERE / "results" / "finetune_ants_bees.json") -> str:
+def table(grouped: dict[tuple, list[dict]], results: Path = HERE / "results") -> str:
     """One row per recipe and overrides; the expected figure and its source come from the recipe."""
     from kzoo.recipes import load_recipe
 
@@ -51,7 +51,8 @@ def table(grouped: dict[tuple, list[dict]], finetune: Path = HERE / "results" / 
         "|---|---|---|---|---|---|---|---|",
     ]
     for (recipe, overrides), records in sorted(grouped.items()):
-        minutes = statistics.mean(r["wall_time_s"] for r in records) / 60
+        # the whole run (data, fitting, training, evaluation) where recorded, else the training
+        minutes = statistics.mean(r.get("total_time_s", r["wall_time_s"]) for r in records) / 60
         recipe_file = load_recipe(recipe)
         expected = recipe_file.expected_accuracy
         seeds = " ".join(str(r["seed"]) for r in sorted(records, key=lambda r: r["seed"]))
@@ -62,16 +63,24 @@ def table(grouped: dict[tuple, list[dict]], finetune: Path = HERE / "results" / 
             expected, reference = None, "the recipe above, one setting changed"
         else:
             reference = recipe_file.reference
+        accuracy = spread([r["test_accuracy"] for r in records])
+        if records[0].get("tta", "none") != "none":
+            plain = spread([r["test_accuracy_without_tta"] for r in records])
+            accuracy += f" ({records[0]['tta']} TTA; {plain} without)"
+        if records[0].get("precision", "float32") != "float32":
+            accuracy += f", {records[0]['precision']}"
         lines.append(
-            f"| {label} | {spread([r['test_accuracy'] for r in records])} | {len(records)} | "
+            f"| {label} | {accuracy} | {len(records)} | "
             f"{records[0]['epochs']} | {minutes:.1f} | {f'{expected:.1%}' if expected else '-'} | "
             f"{reference} | {command} |"
         )
-    if finetune.is_file():
+    for finetune in sorted(results.glob("finetune_*.json")):
         doc = json.loads(finetune.read_text())
         settings, runs = doc["settings"], doc["runs"]
+        tta = settings.get("tta", "none")
         lines.append(
-            f"| `{settings['recipe']}` | {spread([r['val_accuracy'] for r in runs])} (validation) | "
+            f"| `{settings['recipe']}` | {spread([r['val_accuracy'] for r in runs])} (validation"
+            f"{', ' + tta + ' TTA' if tta != 'none' else ''}) | "
             f"{len(runs)} | {settings['finetune']['head_epochs']} + {settings['epochs']} | "
             f"{doc['mean_wall_time_s'] / 60:.1f} | {settings['expected_accuracy']:.1%} | "
             f"{doc['reference']['source']}: {doc['reference']['model']}, "
@@ -122,6 +131,39 @@ def speed_table(folder: Path = HERE / "results" / "speed") -> str:
     return "\n".join(lines + notes)
 
 
+PRECISION_COLUMNS = (  # (variant, heading)
+    ("kzoo_fp32_spe1", "float32, 1 step a call (kzoo before)"),
+    ("kzoo_fp32", "float32, steps auto"),
+    ("kzoo_bf16_spe1", "bf16, 1 step a call"),
+    ("kzoo_bf16", "bf16, steps auto"),
+    ("torch", "PyTorch float32"),
+    ("torch_bf16", "PyTorch bf16 autocast"),
+)
+
+
+def precision_table(folder: Path = HERE / "results" / "speed" / "precision") -> str:
+    """One row per workload: images a second in each precision and steps-per-execution setting,
+    PyTorch's in both precisions, the ratios that matter, and each variant's fraction of its own
+    precision's arithmetic peak."""
+    docs = [json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))]
+    lines = ["| workload | " + " | ".join(heading for _, heading in PRECISION_COLUMNS)
+             + " | bf16 + steps auto against kzoo before | kzoo bf16 / PyTorch bf16 (epoch time) |",
+             "|---|" + "---|" * (len(PRECISION_COLUMNS) + 2)]
+    for doc in docs:
+        summary = doc["summary"]
+        cells = [f"{summary[v]['images_per_s']:,.0f}/s · {summary[v]['fraction_of_peak']:.1%}"
+                 if v in summary else "-" for v, _ in PRECISION_COLUMNS]
+        before = "kzoo_fp32_spe1" if "kzoo_fp32_spe1" in summary else "kzoo_fp32"
+        speedup = (f"{summary[before]['epoch_s'] / summary['kzoo_bf16']['epoch_s']:.2f}x faster"
+                   if "kzoo_bf16" in summary and before in summary else "-")
+        torch = (f"{summary['kzoo_bf16']['epoch_s'] / summary['torch_bf16']['epoch_s']:.2f}"
+                 if "kzoo_bf16" in summary and "torch_bf16" in summary else "-")
+        lines.append(f"| `{doc['workload']}` | " + " | ".join(cells) + f" | {speedup} | {torch} |")
+    lines.append("")
+    lines += [f"- `{doc['workload']}`: `{doc['command']}`" for doc in docs]
+    return "\n".join(lines)
+
+
 def replace_between_markers(text: str, name: str, body: str) -> str:
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     head, rest = text.split(start, 1)
@@ -167,6 +209,7 @@ def updated_readme(text: str) -> str:
     text = replace_between_markers(text, "models", model_table())
     text = replace_between_markers(text, "results", table(load_results()))
     text = replace_between_markers(text, "folders", folder_table())
+    text = replace_between_markers(text, "precision", precision_table())
     return replace_between_markers(text, "speed", speed_table())
 
 

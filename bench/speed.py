@@ -21,7 +21,13 @@ script would. PyTorch runs from ``--torch-python`` (a venv holding torch, CPU bu
 interpreter or backend skips the variant and says so.
 
 Results: bench/results/speed/WORKLOAD.json; ``python bench/readme_tables.py`` puts them in the
-README.
+README. The precision table (float32 against mixed bf16, steps_per_execution on and off, and
+PyTorch in both precisions) comes from
+
+    python bench/speed.py lenet5_mnist --variants kzoo_fp32_spe1,kzoo_fp32,kzoo_bf16_spe1,kzoo_bf16,torch,torch_bf16 --results bench/results/speed/precision
+    python bench/speed.py airbench_cifar10 --epochs 2 --repeats 1 --variants kzoo_fp32,kzoo_bf16,torch,torch_bf16 --results bench/results/speed/precision
+
+(and likewise for the other workloads).
 """
 
 from __future__ import annotations
@@ -47,22 +53,37 @@ WORKLOADS = {
     "lenet5_mnist": {"batch": 128, "lr": 2e-3, "model": "lenet5", "kwargs": {}},
     "cifar_convnet_deep_cifar10": {"batch": 96, "lr": 1e-3, "model": "cifar_convnet_deep",
                                    "kwargs": {"dropout": 0.5}, "augmentation": "cifar"},
+    "airbench_cifar10": {"batch": 1024, "lr": 1.5, "model": "airbench",
+                         "kwargs": {"activation": "relu"}, "augmentation": "airbench"},
     "mobilenet_v2_ants_bees": {"batch": 32, "lr": 3e-5, "model": "mobilenet_v2",
                                "augmentation": "imagenet",
                                "kwargs": {"alpha": 0.35, "input_shape": (320, 320, 3)},
                                "unfreeze": 0.15, "center_crop": 0.875},
 }
 VARIANTS = {
-    "kzoo": "kzoo.train (kzoo.fine_tune for MobileNetV2) on the TensorFlow backend, as shipped",
+    "kzoo": "kzoo.train (kzoo.fine_tune for MobileNetV2) on the TensorFlow backend, as shipped: "
+            "precision auto (mixed_bfloat16 on a CPU with native bf16), steps_per_execution auto",
+    "kzoo_bf16": "kzoo with --precision mixed_bfloat16 (steps_per_execution auto)",
+    "kzoo_fp32": "kzoo with --precision float32 (steps_per_execution auto)",
+    "kzoo_bf16_spe1": "kzoo with --precision mixed_bfloat16 --steps-per-execution 1",
+    "kzoo_fp32_spe1": "kzoo with --precision float32 --steps-per-execution 1 (kzoo before both)",
     "kzoo_jax": "the same kzoo call with KERAS_BACKEND=jax",
     "keras_tf": "plain Keras on TensorFlow: same model, Adam, model.fit on cached tf.data "
                 "pipelines with validation each epoch, no callbacks",
     "keras_tf_det": "keras_tf + tf.config.experimental.enable_op_determinism()",
     "keras_tf_xla": "keras_tf + compile(jit_compile=True) (XLA; Keras leaves it off on CPU)",
     "keras_jax": "keras_tf's script with KERAS_BACKEND=jax (jit-compiled by default)",
-    "torch": "PyTorch eager, the same LeNet-5, Adam, batch 128, validation each epoch, "
-             "torch.set_num_threads(cores)",
+    "torch": "PyTorch eager, float32: LeNet-5 with Adam, batch 128, validation each epoch, "
+             "torch.set_num_threads(cores); airbench: bench/torch_reference.py (channels-last, "
+             "SGD, batch 1024, timed steps on random data, no input pipeline)",
+    "torch_bf16": "the torch variant under torch.autocast('cpu', dtype=torch.bfloat16)",
 }
+KZOO_SETTINGS = {  # variant: (precision, steps_per_execution)
+    "kzoo": (None, None), "kzoo_jax": (None, None), "kzoo_fp32": ("float32", None),
+    "kzoo_bf16": ("mixed_bfloat16", None),
+    "kzoo_bf16_spe1": ("mixed_bfloat16", 1), "kzoo_fp32_spe1": ("float32", 1),
+}
+TORCH_VARIANTS = ("torch", "torch_bf16")
 JAX_VARIANTS = ("kzoo_jax", "keras_jax")
 
 
@@ -130,7 +151,7 @@ def epoch_timer(keras):
     return EpochTimer()
 
 
-def child_kzoo(name, args):
+def child_kzoo(name, args, precision=None, steps_per_execution=None):
     import keras
     import yaml
 
@@ -150,12 +171,16 @@ def child_kzoo(name, args):
     path.write_text(yaml.safe_dump(recipe))
     if "finetune" in recipe:
         result = kzoo.fine_tune(recipe=str(path), epochs=args.epochs, head_epochs=2,
-                                data_dir=args.data_dir, run_dir=scratch / "run", verbose=0)
+                                precision=precision, data_dir=args.data_dir,
+                                run_dir=scratch / "run", verbose=0)
     else:
         result = kzoo.train(str(path), epochs=args.epochs, data_dir=args.data_dir,
+                            precision=precision, steps_per_execution=steps_per_execution,
                             run_dir=scratch / "run", verbose=0)
     return {"epoch_times": timer.fits[-1], "n_train": result.metrics.get("sizes", {}).get("train"),
-            "accuracy": result.metrics.get("test_accuracy", result.metrics.get("val_accuracy"))}
+            "accuracy": result.metrics.get("test_accuracy", result.metrics.get("val_accuracy")),
+            "precision": result.metrics["precision"],
+            "steps_per_execution": result.metrics.get("steps_per_execution")}
 
 
 def child_keras(name, args, determinism=False, xla=False):
@@ -195,11 +220,13 @@ def child_keras(name, args, determinism=False, xla=False):
             "accuracy": float(np.asarray(history.history["accuracy"][-1]))}
 
 
-def child_torch(name, args):
+def child_torch(name, args, bf16=False):
     import torch
     from torch import nn
 
     spec = WORKLOADS[name]
+    autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if bf16
+                else __import__("contextlib").nullcontext())
     torch.set_num_threads(os.cpu_count() or 1)
     torch.manual_seed(SEED)
     x, y, x_val, _ = workload_arrays(name, args)  # uint8 N,28,28,1 -> N,1,28,28
@@ -220,18 +247,38 @@ def child_torch(name, args):
             index = order[i:i + spec["batch"]]
             images, labels = x[index].float() / 255.0, y[index]  # the rescaling Keras does in-model
             optimizer.zero_grad(set_to_none=True)
-            logits = model(images)
-            loss_fn(logits, labels).backward()
+            with autocast:
+                logits = model(images)
+                loss = loss_fn(logits, labels)
+            loss.backward()
             optimizer.step()
             correct += (logits.argmax(1) == labels).sum().item()  # as Keras's running accuracy
         model.eval()
-        with torch.no_grad():  # validation, as model.fit(validation_data=...) does
+        with torch.no_grad(), autocast:  # validation, as model.fit(validation_data=...) does
             for i in range(0, len(x_val), spec["batch"]):
                 model(x_val[i:i + spec["batch"]].float() / 255.0)
         model.train()
         times.append(time.perf_counter() - start)
     return {"epoch_times": times, "n_train": len(x), "accuracy": correct / len(x),
+            "precision": "bfloat16 autocast" if bf16 else "float32",
             "versions": {"torch": torch.__version__, "threads": torch.get_num_threads()}}
+
+
+def torch_reference(name: str, variant: str, args) -> dict:
+    """airbench in PyTorch: bench/torch_reference.py's timed steps (about an epoch's images)."""
+    spec = WORKLOADS[name]
+    steps = max(5, 20_000 // spec["batch"])
+    command = [args.torch_python, str(HERE.parent / "torch_reference.py"), "--model", "airbench",
+               "--activation", spec["kwargs"]["activation"], "--batch-size", str(spec["batch"]),
+               "--precision", "bfloat16" if variant == "torch_bf16" else "float32",
+               "--steps", str(steps), "--warmup", "3", "--threads", str(os.cpu_count() or 1)]
+    proc = subprocess.run(command, check=False, capture_output=True, text=True,
+                          timeout=args.timeout, cwd=ROOT)
+    if proc.returncode:
+        return {"error": f"exit status {proc.returncode}", "stderr_tail": proc.stderr[-1500:]}
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {"images_per_s": result["images_per_s"], "precision": result["precision"],
+            "timed_steps": result["steps"], "versions": {"torch": result["torch"]}}
 
 
 def child_pipeline(name, args):
@@ -289,16 +336,16 @@ def child_pipeline(name, args):
 
 def run_child_main(args):
     name, variant = args.workload, args.child
-    if variant in ("kzoo", "kzoo_jax"):
-        result = child_kzoo(name, args)
-    elif variant == "torch":
-        result = child_torch(name, args)
+    if variant in KZOO_SETTINGS:
+        result = child_kzoo(name, args, *KZOO_SETTINGS[variant])
+    elif variant in TORCH_VARIANTS:
+        result = child_torch(name, args, bf16=variant == "torch_bf16")
     elif variant == "pipeline":
         result = child_pipeline(name, args)
     else:
         result = child_keras(name, args, determinism=variant == "keras_tf_det",
                              xla=variant == "keras_tf_xla")
-    if variant != "torch":
+    if variant not in TORCH_VARIANTS:
         import keras
 
         result.setdefault("versions", {})["backend"] = keras.backend.backend()
@@ -306,40 +353,27 @@ def run_child_main(args):
 
 
 # ------------------------------------------------------------------------------------- parent
-def train_flops_per_image(name: str) -> tuple[float, dict[str, float]]:
-    """Multiply-adds of one forward pass, counted over the model's conv and dense layers; a
-    training step is taken as 3x the forward FLOPs (forward, and the two products of backward)."""
-    import keras
-
+def train_flops_per_image(name: str) -> float:
+    """Training FLOPs an image, by kzoo.flops (conv and dense layers, 3x the forward pass)."""
     import kzoo
+    from kzoo.flops import training_flops
 
     spec = WORKLOADS[name]
-    model = kzoo.build(spec["model"], **({"weights": None} if "unfreeze" in spec else {}),
-                       **spec["kwargs"])
-    macs: dict[str, float] = {}
-
-    def count(layer):
-        if hasattr(layer, "layers"):
-            for inner in layer.layers:
-                count(inner)
-            return
-        if not isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D,
-                                  keras.layers.Dense)):
-            return
-        out = layer.output.shape
-        if isinstance(layer, keras.layers.Dense):
-            macs[layer.name] = layer.kernel.shape[0] * layer.kernel.shape[1]
-        else:  # kernel h*w*in*mult (depthwise) or h*w*in*out, once per output position
-            kernel = layer.kernel.shape
-            per_position = kernel[0] * kernel[1] * kernel[2] * kernel[3]
-            macs[layer.name] = out[1] * out[2] * per_position
-
-    count(model)
-    return 3 * 2 * sum(macs.values()), macs
+    return float(training_flops(kzoo.build(spec["model"], **spec["kwargs"],
+                                           **({"weights": None} if "unfreeze" in spec else {}))))
 
 
-def peak_flops() -> tuple[float, dict[str, float]]:
-    """cores x 2 FMA pipes x 16 fp32 lanes (AVX-512) x 2 FLOPs x the clock /proc/cpuinfo states."""
+# FLOPs a core can do a cycle, per kind of arithmetic: AVX-512 fp32 (2 FMA pipes x 16 lanes x 2),
+# AVX-512 bf16 dot products (VDPBF16PS: 2 pipes x 32 pairs x 2) and AMX bf16 tiles (1,024
+# multiply-adds a cycle).
+FLOPS_PER_CYCLE = {"fp32_avx512": 64, "bf16_avx512": 128, "bf16_amx": 2048}
+
+
+def peak_flops(precision: str) -> tuple[float, dict[str, object]]:
+    """The arithmetic peak of this CPU for ``precision``: cores x the clock /proc/cpuinfo states
+    x the FLOPs a cycle of the widest unit that computes it (AMX where the CPU has it)."""
+    from kzoo.precision import cpu_flags
+
     mhz = 0.0
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -348,11 +382,13 @@ def peak_flops() -> tuple[float, dict[str, float]]:
                 break
     except OSError:
         pass
-    cores = os.cpu_count() or 1
-    mhz = mhz or 2600.0
-    per_cycle = 2 * 16 * 2
-    return cores * per_cycle * mhz * 1e6, {"cores": cores, "mhz": mhz,
-                                           "fp32_flops_per_cycle_per_core": per_cycle}
+    cores, mhz, flags = os.cpu_count() or 1, mhz or 2600.0, cpu_flags()
+    if "bfloat16" in precision:
+        unit = "bf16_amx" if "amx_bf16" in flags else "bf16_avx512"
+    else:
+        unit = "fp32_avx512"
+    return (cores * FLOPS_PER_CYCLE[unit] * mhz * 1e6,
+            {"cores": cores, "mhz": mhz, "unit": unit, "flops_per_cycle": FLOPS_PER_CYCLE[unit]})
 
 
 def machine() -> dict[str, object]:
@@ -370,6 +406,8 @@ def machine() -> dict[str, object]:
 
 
 def run_child(python: str, name: str, variant: str, args) -> dict:
+    if variant in TORCH_VARIANTS and name == "airbench_cifar10":
+        return torch_reference(name, variant, args)
     command = [python, str(HERE), "--child", variant, "--workload", name, "--data-dir",
                args.data_dir, "--epochs", str(args.epochs), "--cache", args.cache]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1",
@@ -389,9 +427,9 @@ def run_child(python: str, name: str, variant: str, args) -> dict:
 
 def available(variant: str, name: str, args) -> str | None:
     """Why the variant cannot run here, or None."""
-    if variant == "torch":
-        if name != "lenet5_mnist":
-            return "the PyTorch script is LeNet-5 only"
+    if variant in TORCH_VARIANTS:
+        if name not in ("lenet5_mnist", "airbench_cifar10"):
+            return "the PyTorch scripts are LeNet-5 and airbench only"
         if not Path(args.torch_python).exists():
             return f"no interpreter {args.torch_python} (pass --torch-python)"
     if variant in JAX_VARIANTS:
@@ -403,37 +441,45 @@ def available(variant: str, name: str, args) -> str | None:
 
 
 def summarise(name: str, raw: dict[str, list[dict]], pipeline: dict | None) -> dict:
-    flops, macs = train_flops_per_image(name)
-    peak, peak_info = peak_flops()
+    flops = train_flops_per_image(name)
     summary = {}
     # Every variant trains on the same images; the kzoo call does not report how many.
     n = next((r["n_train"] for runs in raw.values() for r in runs if r.get("n_train")), None)
     for variant, runs in raw.items():
         good = [r for r in runs if "error" not in r]
-        steady = [t for r in good for t in r["epoch_times"][1:]]
-        if not steady:
+        steady = [t for r in good for t in r.get("epoch_times", [])[1:]]
+        rates = [r["images_per_s"] for r in good if "images_per_s" in r]  # timed steps
+        if not steady and not (rates and n):
             continue
-        epoch = statistics.median(steady)
+        epoch = statistics.median(steady) if steady else n / statistics.median(rates)
+        precision = good[0].get("precision") or "float32"
+        peak, peak_info = peak_flops(precision)
         summary[variant] = {
-            "epoch_s": round(epoch, 3), "first_epoch_s": round(statistics.median(
-                r["epoch_times"][0] for r in good), 3),
-            "images_per_s": round(n / epoch, 1), "n_train": n,
-            "fraction_of_peak": round(n * flops / epoch / peak, 4),
-            "steady_epochs_s": [round(t, 3) for t in steady],
+            "epoch_s": round(epoch, 3), "images_per_s": round(n / epoch, 1), "n_train": n,
+            "precision": precision, "steps_per_execution": good[0].get("steps_per_execution"),
+            "fraction_of_peak": round(n * flops / epoch / peak, 4), "peak": peak_info,
             "accuracy": [r.get("accuracy") for r in good],
         }
+        if steady:
+            summary[variant].update(
+                first_epoch_s=round(statistics.median(r["epoch_times"][0] for r in good), 3),
+                steady_epochs_s=[round(t, 3) for t in steady])
     ratios = {}
     pairs = [("kzoo", "keras_tf"), ("keras_tf_det", "keras_tf"), ("keras_tf_xla", "keras_tf"),
              ("keras_jax", "keras_tf"), ("kzoo_jax", "kzoo"), ("keras_tf", "torch"),
-             ("kzoo", "torch"), ("keras_tf_xla", "torch"), ("keras_jax", "torch")]
+             ("kzoo", "torch"), ("keras_tf_xla", "torch"), ("keras_jax", "torch"),
+             ("kzoo_bf16", "kzoo_fp32"), ("kzoo_bf16_spe1", "kzoo_fp32_spe1"),
+             ("kzoo_fp32", "kzoo_fp32_spe1"), ("kzoo_bf16", "kzoo_bf16_spe1"),
+             ("kzoo", "kzoo_fp32_spe1"), ("kzoo", "torch_bf16"), ("kzoo_bf16", "torch_bf16"),
+             ("kzoo_fp32", "torch")]
     for a, b in pairs:
         if a in summary and b in summary:
             ratios[f"{a} / {b}"] = round(summary[a]["epoch_s"] / summary[b]["epoch_s"], 3)
     return {"summary": summary, "ratios": ratios, "pipeline": pipeline,
-            "flops": {"train_flops_per_image": flops, "forward_macs_per_layer": macs,
-                      "peak_flops": peak, "peak_assumption": peak_info,
+            "flops": {"train_flops_per_image": flops,
                       "note": "2 FLOPs a multiply-add; a training step counted as 3x forward "
-                              "(an upper bound where layers are frozen)"}}
+                              "(an upper bound where layers are frozen); each variant's fraction "
+                              "of peak is against its own precision's peak"}}
 
 
 def bench_workload(name: str, variants: list[str], args) -> dict:
@@ -459,7 +505,9 @@ def bench_workload(name: str, variants: list[str], args) -> dict:
                                        "repeats": args.repeats},
         "command": shlex.join(["python", "bench/speed.py", name, "--epochs", str(args.epochs),
                                "--repeats", str(args.repeats), "--variants", ",".join(variants),
-                               "--data-dir", args.data_dir_given]),
+                               "--data-dir", args.data_dir_given]
+                              + (["--results", str(Path(args.results).resolve().relative_to(ROOT))]
+                                 if Path(args.results).resolve() != RESULTS else [])),
         "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "duration_s": round(time.time() - started, 1), "machine": machine(),
         "versions": versions(raw), "variants": {v: VARIANTS[v] for v in variants},
@@ -503,10 +551,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2, help="runs a variant (default 2)")
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help="comma-separated subset of: " + ", ".join(VARIANTS))
-    parser.add_argument("--torch-python", default="/tmp/torchvenv/bin/python",
+    parser.add_argument("--torch-python", default="/work/torch-venv/bin/python",
                         help="a Python with torch installed (CPU build), for the torch variant")
     parser.add_argument("--timeout", type=int, default=1200, help="seconds a child process")
     parser.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "kzoo-speed-cache"))
+    parser.add_argument("--results", default=str(RESULTS),
+                        help=f"folder for WORKLOAD.json (default {RESULTS.relative_to(ROOT)}; the "
+                        "precision comparison lives in its precision/ folder)")
     parser.add_argument("--pipeline-only", action="store_true",
                         help="only measure the input pipeline again, in the existing JSON")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -525,7 +576,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.epochs < 2:
         parser.error("--epochs must be at least 2: the first epoch is not counted")
     args.workloads = args.workloads or list(WORKLOADS)
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
     if args.pipeline_only:
         for name in args.workloads:
             if "augmentation" in WORKLOADS[name]:
@@ -533,7 +585,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for name in args.workloads:
         doc = bench_workload(name, args.variants.split(","), args)
-        path = RESULTS / f"{name}.json"
+        path = results / f"{name}.json"
         path.write_text(json.dumps(doc, indent=2) + "\n")
         print(f"\n{name}: images/s " + ", ".join(
             f"{v} {s['images_per_s']:.0f}" for v, s in doc["summary"].items()))

@@ -55,6 +55,7 @@ from kzoo.optimizers import (
     with_lr_multipliers,
 )
 from kzoo.pipeline import ArrayRows, Examples, in_memory_limit, make_pipeline, streams
+from kzoo.precision import precision_policy
 from kzoo.recipes import FineTune, Optimizer, Recipe, load_recipe
 from kzoo.registry import build, get_spec, list_models
 from kzoo.runs import (
@@ -66,7 +67,6 @@ from kzoo.runs import (
     start_run_dir,
     write_history,
 )
-from kzoo.precision import precision_policy
 from kzoo.tta import predict_with_tta, scores
 from kzoo.weights import search_weights_in
 

@@ -11,12 +11,13 @@ import math
 
 import keras
 
-# The rule for steps_per_execution, measured here (bench/speed.py, 2 cores): each call into the
-# compiled train step costs about 4 ms of overhead on TensorFlow's CPU runtime. A step below
-# SMALL_STEP_FLOPS of training arithmetic (about 50 ms of work at the tens of GFLOP/s such small
-# layers reach) pays a noticeable share of its time in that overhead, so enough steps run per
-# call to make up SMALL_STEP_FLOPS, at most MAX_STEPS_PER_EXECUTION. LeNet-5 at batch 128
-# (0.17 GFLOP a step) gets 30; airbench at batch 1024 (about 700 GFLOP) gets 1.
+# The rule for steps_per_execution. Each call into the compiled train step costs a few
+# milliseconds of fixed overhead on TensorFlow's CPU runtime (measured on LeNet-5: an epoch of
+# 422 steps took about 5.3 s one step a call and 3.4 s at 32, about 4.5 ms a step saved). A step
+# of less than SMALL_STEP_FLOPS of training arithmetic (about 50 ms of work at the ~100 GFLOP/s
+# such small layers reach) pays a noticeable share of its time in that overhead, so enough
+# steps run per call to make up SMALL_STEP_FLOPS, at most MAX_STEPS_PER_EXECUTION. LeNet-5 at
+# batch 128 (0.32 GFLOP a step) gets 16; the CIFAR nets, AlexNet and airbench get 1.
 SMALL_STEP_FLOPS = 5e9
 MAX_STEPS_PER_EXECUTION = 32
 TRAINING_PASSES = 3

@@ -163,8 +163,8 @@ def train(
                             "resumed; start a new run")
         return fine_tune(recipe=recipe, data_dir=data_dir, run_dir=run_dir, verbose=verbose)
     run_dir = choose_run_dir(recipe, run_dir, resume, data_dir)
-    with precision_policy(recipe.precision) as precision:
-        return _train(recipe, precision, data_dir=data_dir, run_dir=run_dir, resume=resume,
+    with precision_policy(recipe.precision) as policy:
+        return _train(recipe, policy, data_dir=data_dir, run_dir=run_dir, resume=resume,
                       verbose=verbose, train_on_validation=train_on_validation)
 
 

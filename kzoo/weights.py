@@ -173,11 +173,17 @@ def load_application(
     return _from_file(application, weights, kwargs)
 
 
-def _from_file(application, weights, kwargs) -> keras.Model:
+def resolve_weights_file(weights: str | os.PathLike) -> Path:
+    """``weights`` as a checked file: a path, or a bare file name found in the folders of
+    :func:`weights_dirs` (``--data-dir``'s ``weights/`` among them)."""
     path = Path(weights).expanduser()
-    if not path.is_file() and path.name == str(weights):  # a bare file name: look in the folders
+    if not path.is_file() and path.name == str(weights):
         path = find_local_file(path.name) or path
-    path = check_weights_file(path)
+    return check_weights_file(path)
+
+
+def _from_file(application, weights, kwargs) -> keras.Model:
+    path = resolve_weights_file(weights)
     try:
         return application(weights=str(path), **kwargs)
     except (ValueError, OSError, KeyError) as error:

@@ -159,3 +159,19 @@ def test_tiny_airbench_recipe_trains_saves_and_reloads(tmp_path):
     images = np.random.default_rng(0).integers(0, 255, (4, 16, 16, 3)).astype("float32")
     np.testing.assert_allclose(reloaded.predict(images, verbose=0),
                                result.model.predict(images, verbose=0), rtol=1e-4, atol=1e-5)
+
+
+def test_tune_refuses_the_alternating_flip_before_searching(tmp_path):
+    with pytest.raises(kzoo.KzooError, match="'airbench' augmentation.*kzoo tune cannot apply"):
+        kzoo.tune("airbench_cifar10", directory=tmp_path, max_trials=1)
+
+
+def test_whitening_computes_in_float32_under_bf16():
+    """In bfloat16 the whitened high-frequency channels would be 10-30% rounding noise."""
+    from kzoo.precision import precision_policy
+
+    with precision_policy("mixed_bfloat16"):
+        model = kzoo.build("airbench")
+    assert model.get_layer("block1_conv1").compute_dtype == "bfloat16"
+    for name in ("normalize", "whiten"):
+        assert model.get_layer(name).compute_dtype == "float32"

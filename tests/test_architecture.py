@@ -114,7 +114,8 @@ def test_every_module_imports_on_its_own():
 
 
 @pytest.mark.parametrize("module", ["kzoo.cli", "kzoo.registry", "kzoo.catalog", "kzoo.folders",
-                                    "kzoo.images", "kzoo.recipes", "kzoo.files"])
+                                    "kzoo.images", "kzoo.recipes", "kzoo.files",
+                                    "kzoo.precision"])
 def test_light_modules_need_no_tensorflow(module):
     import subprocess
     import sys

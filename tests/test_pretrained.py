@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import kzoo
-from kzoo.weights import KNOWN_SHA256
+import kzoo.finetune
+from kzoo.weights import KNOWN_SHA256, resolve_weights_file, search_weights_in
 
 SHAPE = (64, 64, 3)
 
@@ -109,3 +110,20 @@ def test_weights_of_another_backbone_fail_clearly(tmp_path):
     with pytest.raises(kzoo.KzooError) as error:
         kzoo.build("mobilenet_v2", weights=str(path), alpha=1.0, input_shape=SHAPE)
     assert str(path) in str(error.value)
+
+
+def test_a_bare_weights_file_name_is_found_in_the_data_dir(tmp_path):
+    """A recipe names a weights file (``mobilenet_v2_100_ants_bees``); --data-dir's weights/
+    holds it."""
+    saved = kzoo.build("mobilenet_v2", weights=None, alpha=0.35, input_shape=SHAPE, num_classes=2)
+    (tmp_path / "weights").mkdir()
+    backbone = kzoo.finetune.backbone_of(saved)
+    backbone.save_weights(tmp_path / "weights" / "my_backbone.weights.h5")
+    with search_weights_in(tmp_path):
+        assert resolve_weights_file("my_backbone.weights.h5") == tmp_path / "weights" / "my_backbone.weights.h5"
+        loaded = kzoo.build("mobilenet_v2", weights="my_backbone.weights.h5", alpha=0.35,
+                            input_shape=SHAPE, num_classes=2)
+    np.testing.assert_array_equal(kzoo.finetune.backbone_of(loaded).weights[0].numpy(),
+                                  backbone.weights[0].numpy())
+    with pytest.raises(kzoo.KzooError, match="'elsewhere.weights.h5' does not exist"):
+        resolve_weights_file("elsewhere.weights.h5")

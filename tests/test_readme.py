@@ -50,3 +50,11 @@ def test_folder_table_is_generated_from_the_folder_benchmark():
     assert _between(readme, "folders") == readme_tables.folder_table(), (
         "README's image-folder table is stale: run python bench/readme_tables.py"
     )
+
+
+def test_precision_table_is_generated_from_the_precision_results():
+    readme_tables = _readme_tables()
+    readme = (ROOT / "README.md").read_text()
+    assert _between(readme, "precision") == readme_tables.precision_table(), (
+        "README's precision table is stale: run python bench/readme_tables.py"
+    )

@@ -84,7 +84,8 @@ def test_unknown_optimizer_key_is_named(tmp_path):
 @pytest.mark.parametrize(
     "key, value",
     [("epochs", "ten"), ("batch_size", 12.5), ("model_kwargs", [1]), ("validation_split", "x"),
-     ("epochs", True)],
+     ("epochs", True), ("steps_per_execution", "many"), ("lookahead", 2.5),
+     ("label_smoothing", "some")],
 )
 def test_wrong_type_names_the_key_and_the_value(tmp_path, key, value):
     path = write_recipe(tmp_path, {**MINIMAL, key: value})
@@ -96,7 +97,9 @@ def test_wrong_type_names_the_key_and_the_value(tmp_path, key, value):
 
 @pytest.mark.parametrize(
     "key, value",
-    [("epochs", 0), ("batch_size", -1), ("validation_split", 0.95), ("expected_accuracy", 1.5)],
+    [("epochs", 0), ("batch_size", -1), ("validation_split", 0.95), ("expected_accuracy", 1.5),
+     ("steps_per_execution", 0), ("label_smoothing", 1.0), ("lookahead", -1),
+     ("precision", "float8"), ("tta", "rotate"), ("freeze_after", {"whiten": -2})],
 )
 def test_out_of_range_values_are_named(tmp_path, key, value):
     with pytest.raises(kzoo.KzooError) as error:
@@ -184,3 +187,22 @@ def test_with_overrides_validates(tmp_path):
         recipe.with_overrides(epochs=0)
     with pytest.raises(kzoo.KzooError, match="'colour'"):
         recipe.with_overrides(colour="red")
+
+
+def test_triangle_schedule_peak_must_be_inside_training(tmp_path):
+    recipe = {**MINIMAL, "optimizer": {"name": "sgd", "schedule": {"name": "triangle", "peak": 1.2}}}
+    with pytest.raises(kzoo.KzooError, match="'peak' must be in \\(0, 1\\).*1.2"):
+        kzoo.load_recipe(write_recipe(tmp_path, recipe))
+
+
+def test_optimizer_extras_reach_the_keras_optimizer(tmp_path):
+    from kzoo.optimizers import LayerwiseLearningRates, make_optimizer
+
+    recipe = kzoo.load_recipe(write_recipe(tmp_path, {**MINIMAL, "optimizer": {
+        "name": "sgd", "momentum": 0.85, "nesterov": True, "weight_decay": 0.01,
+        "lr_multipliers": {"*_bn*/beta": 64}, "schedule": {"name": "triangle"}}}))
+    optimizer = make_optimizer(recipe.optimizer, steps_per_epoch=10, epochs=2)
+    assert optimizer.nesterov and optimizer.weight_decay == 0.01
+    assert isinstance(optimizer, LayerwiseLearningRates)
+    assert optimizer.lr_multipliers == {"*_bn*/beta": 64.0}
+    assert "Triangle" in str(optimizer.get_config()["learning_rate"])

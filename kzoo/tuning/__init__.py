@@ -44,6 +44,7 @@ from typing import Any, NamedTuple
 import keras
 import keras_tuner as kt
 
+from kzoo.augment import augmentation
 from kzoo.errors import KzooError
 from kzoo.files import write_atomically, write_json
 from kzoo.recipes import Recipe, load_recipe, parse_search_entry, save_recipe
@@ -165,6 +166,11 @@ def tune(
         raise KzooError(f"recipe {recipe.name!r} fine-tunes a pretrained backbone in two phases; "
                         "kzoo tune searches recipes trained in one (tune its finetune settings "
                         "by hand for now)")
+    if isinstance(augmentation(recipe.augmentation), list):
+        raise KzooError(f"recipe {recipe.name!r} uses the {recipe.augmentation!r} augmentation, "
+                        "which follows each image from epoch to epoch; kzoo tune cannot apply it "
+                        "yet: tune a copy of the recipe with another preset (e.g. augmentation: "
+                        "cifar)")
     if algorithm not in ALGORITHMS:
         raise KzooError(f"unknown search algorithm {algorithm!r}; expected one of "
                         f"{', '.join(ALGORITHMS)}")

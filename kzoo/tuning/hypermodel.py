@@ -13,15 +13,15 @@ import keras_tuner as kt
 import tensorflow as tf
 
 from kzoo.augment import augmentation
+from kzoo.datasets import Splits
 from kzoo.flops import auto_steps_per_execution
 from kzoo.losses import make_loss
-from kzoo.datasets import Splits
 from kzoo.optimizers import make_optimizer
 from kzoo.pipeline import make_pipeline
 from kzoo.precision import precision_policy
 from kzoo.recipes import Recipe
 from kzoo.runs import seed_everything
-from kzoo.training import build_for
+from kzoo.training import adapt_to_data, build_for
 from kzoo.tuning.space import Tunable, apply_values, format_values
 from kzoo.tuning.table import OBJECTIVE, SETTINGS_HP
 
@@ -61,6 +61,7 @@ class RecipeHyperModel(kt.HyperModel):
             verbose="auto", **kwargs):
         recipe = self.recipe_for(hp)
         steps = math.ceil(len(train) / recipe.batch_size)
+        adapt_to_data(model, train, recipe.seed)
         spe = recipe.steps_per_execution
         model.compile(optimizer=make_optimizer(recipe.optimizer, steps, epochs),
                       loss=make_loss(recipe.loss, recipe.label_smoothing), metrics=["accuracy"],
