@@ -53,8 +53,8 @@ WORKLOADS = {
     "lenet5_mnist": {"batch": 128, "lr": 2e-3, "model": "lenet5", "kwargs": {}},
     "cifar_convnet_deep_cifar10": {"batch": 96, "lr": 1e-3, "model": "cifar_convnet_deep",
                                    "kwargs": {"dropout": 0.5}, "augmentation": "cifar"},
-    "airbench_cifar10": {"batch": 1024, "lr": 1.5, "model": "airbench",
-                         "kwargs": {"activation": "relu"}, "augmentation": "airbench"},
+    "airbench_cifar10": {"batch": 1024, "lr": 1e-3, "model": "airbench",
+                         "kwargs": {"activation": "relu"}},
     "mobilenet_v2_ants_bees": {"batch": 32, "lr": 3e-5, "model": "mobilenet_v2",
                                "augmentation": "imagenet",
                                "kwargs": {"alpha": 0.35, "input_shape": (320, 320, 3)},
@@ -497,7 +497,7 @@ def bench_workload(name: str, variants: list[str], args) -> dict:
             if "error" in result:
                 print(result.get("stderr_tail", ""), flush=True)
     pipeline = None
-    if "augmentation" in WORKLOADS[name]:  # the image-file workloads
+    if "augmentation" in WORKLOADS[name] and not args.skip_pipeline:  # the image-file workloads
         pipeline = run_child(sys.executable, name, "pipeline", args)
         print(f"{name} pipeline: {pipeline}", flush=True)
     doc = {
@@ -506,6 +506,7 @@ def bench_workload(name: str, variants: list[str], args) -> dict:
         "command": shlex.join(["python", "bench/speed.py", name, "--epochs", str(args.epochs),
                                "--repeats", str(args.repeats), "--variants", ",".join(variants),
                                "--data-dir", args.data_dir_given]
+                              + (["--skip-pipeline"] if args.skip_pipeline else [])
                               + (["--results", str(Path(args.results).resolve().relative_to(ROOT))]
                                  if Path(args.results).resolve() != RESULTS else [])),
         "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
@@ -558,6 +559,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", default=str(RESULTS),
                         help=f"folder for WORKLOAD.json (default {RESULTS.relative_to(ROOT)}; the "
                         "precision comparison lives in its precision/ folder)")
+    parser.add_argument("--skip-pipeline", action="store_true",
+                        help="time only the training variants, not the input pipeline")
     parser.add_argument("--pipeline-only", action="store_true",
                         help="only measure the input pipeline again, in the existing JSON")
     parser.add_argument("--child", help=argparse.SUPPRESS)
