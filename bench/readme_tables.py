@@ -147,14 +147,14 @@ def precision_table(folder: Path = HERE / "results" / "speed" / "precision") -> 
     precision's arithmetic peak."""
     docs = [json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))]
     lines = ["| workload | " + " | ".join(heading for _, heading in PRECISION_COLUMNS)
-             + " | bf16 + steps auto against kzoo before | kzoo bf16 / PyTorch bf16 (epoch time) |",
+             + " | speed of bf16 + steps auto against kzoo before | kzoo bf16 / PyTorch bf16 (epoch time) |",
              "|---|" + "---|" * (len(PRECISION_COLUMNS) + 2)]
     for doc in docs:
         summary = doc["summary"]
         cells = [f"{summary[v]['images_per_s']:,.0f}/s · {summary[v]['fraction_of_peak']:.1%}"
                  if v in summary else "-" for v, _ in PRECISION_COLUMNS]
         before = "kzoo_fp32_spe1" if "kzoo_fp32_spe1" in summary else "kzoo_fp32"
-        speedup = (f"{summary[before]['epoch_s'] / summary['kzoo_bf16']['epoch_s']:.2f}x faster"
+        speedup = (f"{summary[before]['epoch_s'] / summary['kzoo_bf16']['epoch_s']:.2f}x"
                    if "kzoo_bf16" in summary and before in summary else "-")
         torch = (f"{summary['kzoo_bf16']['epoch_s'] / summary['torch_bf16']['epoch_s']:.2f}"
                  if "kzoo_bf16" in summary and "torch_bf16" in summary else "-")

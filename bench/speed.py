@@ -483,7 +483,7 @@ def summarise(name: str, raw: dict[str, list[dict]], pipeline: dict | None) -> d
 
 
 def bench_workload(name: str, variants: list[str], args) -> dict:
-    pythons = {v: args.torch_python if v == "torch" else sys.executable for v in variants}
+    pythons = {v: args.torch_python if v in TORCH_VARIANTS else sys.executable for v in variants}
     skipped = {v: why for v in variants if (why := available(v, name, args))}
     variants = [v for v in variants if v not in skipped]
     raw: dict[str, list[dict]] = {v: [] for v in variants}
@@ -492,7 +492,9 @@ def bench_workload(name: str, variants: list[str], args) -> dict:
         for variant in variants if repeat % 2 == 0 else variants[::-1]:
             result = run_child(pythons[variant], name, variant, args)
             raw[variant].append(result)
-            shown = result.get("error") or [round(t, 2) for t in result["epoch_times"]]
+            shown = result.get("error") or (
+                [round(t, 2) for t in result["epoch_times"]] if "epoch_times" in result
+                else f"{result['images_per_s']:.0f} images/s (timed steps)")
             print(f"{name} [{repeat + 1}/{args.repeats}] {variant}: {shown}", flush=True)
             if "error" in result:
                 print(result.get("stderr_tail", ""), flush=True)
