@@ -215,7 +215,7 @@ def _print_predictions(results, output_format: str, top_k: int) -> None:
 def _predict(args: argparse.Namespace) -> None:
     from kzoo.inference import predict
 
-    results = predict(args.run_dir, args.images, top_k=args.top_k, tta=args.tta)
+    results = predict(args.run_dir, args.images, top_k=args.top_k, tta=args.tta or "none")
     _print_predictions(results, args.format, args.top_k)
     failed = sum(1 for r in results if r.error)
     if failed:
@@ -229,7 +229,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     from kzoo.evaluation import format_confusion_matrix, format_per_class
     from kzoo.inference import evaluate
 
-    metrics = evaluate(args.run_dir, args.folder, tta=args.tta)
+    metrics = evaluate(args.run_dir, args.folder, tta=args.tta or "none")
     if args.json:
         print(json.dumps(metrics, indent=2))
         return

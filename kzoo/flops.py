@@ -54,6 +54,12 @@ def training_flops(model: keras.Model, examples: int = 1) -> int:
     return TRAINING_PASSES * forward_flops(model) * examples
 
 
+def dividing_steps(steps_per_execution: int, steps_per_epoch: int) -> int:
+    """The largest number of steps a call, at most ``steps_per_execution``, that divides an
+    epoch's steps: Keras 3.15 drops the steps of a last partial call of an epoch."""
+    return max(d for d in range(1, max(1, steps_per_execution) + 1) if steps_per_epoch % d == 0)
+
+
 def auto_steps_per_execution(model: keras.Model, batch_size: int) -> int:
     """Steps per call into the compiled train step: enough to make up
     :data:`SMALL_STEP_FLOPS` of arithmetic, between 1 and :data:`MAX_STEPS_PER_EXECUTION`."""

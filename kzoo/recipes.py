@@ -159,7 +159,7 @@ class Recipe:
     reference: str = ""
     class_weight: str | None = None  # "balanced": weight each class by n / (classes * count)
     label_smoothing: float = 0.0
-    precision: str = "auto"  # see kzoo.precision: auto, float32, mixed_bfloat16, mixed_float16
+    precision: str = "float32"  # or auto, mixed_bfloat16, mixed_float16: see kzoo.precision
     steps_per_execution: int | str = "auto"  # "auto": see kzoo.flops.auto_steps_per_execution
     lookahead: int = 0  # > 0: every that many steps, pull the weights to their EMA (kzoo.callbacks)
     freeze_after: dict[str, int] = field(default_factory=dict)  # layer pattern: epochs trained

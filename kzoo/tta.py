@@ -49,8 +49,15 @@ def tta_views(images: tf.Tensor, mode: str) -> list[tuple[float, tf.Tensor]]:
 def predict_batch(model, images, mode: str = "none") -> np.ndarray:
     """The model's output for one batch, averaged over the views of ``mode``."""
     images = tf.convert_to_tensor(images, tf.float32)
-    return sum(weight * np.asarray(model.predict_on_batch(view), "float64")
-               for weight, view in tta_views(images, mode))
+    return _two_columns(sum(weight * np.asarray(model.predict_on_batch(np.asarray(view)), "float64")
+                            for weight, view in tta_views(images, mode)))
+
+
+def _two_columns(probabilities: np.ndarray) -> np.ndarray:
+    """A one-unit sigmoid output as the probabilities of classes 0 and 1."""
+    if probabilities.ndim == 2 and probabilities.shape[1] == 1:
+        return np.concatenate([1 - probabilities, probabilities], axis=1)
+    return probabilities
 
 
 def predict_with_tta(model, batches, mode: str = "none") -> tuple[np.ndarray, np.ndarray]:
@@ -58,7 +65,7 @@ def predict_with_tta(model, batches, mode: str = "none") -> tuple[np.ndarray, np
     outputs, labels = [], []
     for images, targets in batches:
         outputs.append(predict_batch(model, images, mode))
-        labels.append(np.asarray(targets).reshape(-1))
+        labels.append(np.asarray(targets).reshape(-1).astype(np.int64))
     return np.concatenate(outputs), np.concatenate(labels)
 
 

@@ -27,7 +27,7 @@ import kzoo
 from kzoo.augment import PRESETS, RandomAffine, rotation_zoom_matrix
 
 
-@pytest.mark.parametrize("name", sorted(PRESETS))
+@pytest.mark.parametrize("name", sorted(set(PRESETS) - {"airbench"}))  # airbench: test_airbench.py
 def test_each_preset_builds_and_keeps_the_shape(name):
     augment = kzoo.augmentation(name, seed=0)
     if name == "none":

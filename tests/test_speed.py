@@ -14,7 +14,12 @@ from conftest import assert_clean_error, write_image_folder, write_mnist_npz
 
 import kzoo
 from kzoo.errors import KzooError
-from kzoo.flops import MAX_STEPS_PER_EXECUTION, auto_steps_per_execution, forward_flops
+from kzoo.flops import (
+    MAX_STEPS_PER_EXECUTION,
+    auto_steps_per_execution,
+    dividing_steps,
+    forward_flops,
+)
 from kzoo.precision import auto_precision, cpu_flags, precision_policy, resolve_precision
 from kzoo.recipes import load_recipe
 from kzoo.tta import predict_batch, shift_pixels, tta_views
@@ -112,6 +117,10 @@ def test_tiny_steps_run_many_per_execution_and_big_ones_one():
     assert auto_steps_per_execution(lenet, 8) >= auto_steps_per_execution(lenet, 128)
 
 
+def test_steps_per_execution_divides_the_epoch():
+    assert dividing_steps(16, 422) == 2 and dividing_steps(32, 64) == 32 and dividing_steps(4, 9) == 3
+
+
 def test_forward_flops_of_a_known_model():
     inputs = keras.Input((8, 8, 3))
     x = keras.layers.Conv2D(4, 3, padding="same")(inputs)  # 8*8 positions * 3*3*3*4 MACs
@@ -123,13 +132,14 @@ def test_forward_flops_of_a_known_model():
 
 def test_many_steps_per_execution_train_like_one(data_dir, tmp_path):
     """steps_per_execution groups steps into one call; the steps, the history and the
-    checkpoints are the same (10 steps an epoch: not a multiple of 4)."""
+    checkpoints are the same. 4 does not divide the 9 steps an epoch (270 images, batch 32), so
+    3 are run a call: Keras would drop the steps of a last partial call."""
     runs = {spe: kzoo.train(write_recipe(tmp_path / str(spe), precision="float32"),
                             steps_per_execution=spe, data_dir=data_dir,
                             run_dir=tmp_path / f"run{spe}", verbose=0)
             for spe in (1, 4) if (tmp_path / str(spe)).mkdir() is None}
-    assert runs[4].metrics["steps_per_execution"] == 4
-    assert runs[4].model.optimizer.iterations.numpy() == runs[1].model.optimizer.iterations.numpy() == 20
+    assert runs[4].metrics["steps_per_execution"] == 3
+    assert runs[4].model.optimizer.iterations.numpy() == runs[1].model.optimizer.iterations.numpy() == 18
     np.testing.assert_allclose(runs[4].history["loss"], runs[1].history["loss"], rtol=1e-4)
     for one, four in zip(runs[1].model.weights, runs[4].model.weights):
         np.testing.assert_allclose(keras.ops.convert_to_numpy(one), keras.ops.convert_to_numpy(four),

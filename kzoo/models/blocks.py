@@ -118,7 +118,7 @@ def with_classifier_info(
             f"model {model.name!r} has {model.output_shape[-1]} outputs but {len(names)} class "
             f"names were given ({', '.join(names)}); expected one name per output"
         )
-    info = ClassifierInfo(names, center_crop, name="classifier_info")
+    info = ClassifierInfo(names, center_crop, name="classifier_info", dtype="float32")
     return keras.Model(model.input, info(model.output), name=model.name)
 
 

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from kzoo.augment import augmentation
 from kzoo.datasets import Splits
-from kzoo.flops import auto_steps_per_execution
+from kzoo.flops import auto_steps_per_execution, dividing_steps
 from kzoo.losses import make_loss
 from kzoo.optimizers import make_optimizer
 from kzoo.pipeline import make_pipeline
@@ -65,8 +65,9 @@ class RecipeHyperModel(kt.HyperModel):
         spe = recipe.steps_per_execution
         model.compile(optimizer=make_optimizer(recipe.optimizer, steps, epochs),
                       loss=make_loss(recipe.loss, recipe.label_smoothing), metrics=["accuracy"],
-                      steps_per_execution=(auto_steps_per_execution(model, recipe.batch_size)
-                                           if spe == "auto" else spe))
+                      steps_per_execution=dividing_steps(
+                          auto_steps_per_execution(model, recipe.batch_size)
+                          if spe == "auto" else spe, steps))
         model.optimizer.iterations.assign(initial_epoch * steps)  # Hyperband continues a schedule
         train_data = make_pipeline(train, recipe.batch_size, shuffle_seed=recipe.seed,
                                    augment=augmentation(recipe.augmentation, seed=recipe.seed))
