@@ -17,7 +17,8 @@ import keras
 # of less than SMALL_STEP_FLOPS of training arithmetic (about 50 ms of work at the ~100 GFLOP/s
 # such small layers reach) pays a noticeable share of its time in that overhead, so enough
 # steps run per call to make up SMALL_STEP_FLOPS, at most MAX_STEPS_PER_EXECUTION. LeNet-5 at
-# batch 128 (0.32 GFLOP a step) gets 16; the CIFAR nets, AlexNet and airbench get 1.
+# batch 128 (0.32 GFLOP a step) asks for 16; the CIFAR nets, AlexNet and airbench get 1. The
+# trainers then take the largest divisor of an epoch's steps (dividing_steps).
 SMALL_STEP_FLOPS = 5e9
 MAX_STEPS_PER_EXECUTION = 32
 TRAINING_PASSES = 3

@@ -242,6 +242,8 @@ def _train(recipe: Recipe, precision: str, *, data_dir, run_dir: Path, resume: b
             )
         print(f"kzoo: kept the last good model, from epoch {keep_good.nan_epoch}: {saved}")
         model = load_model(str(saved))
+    elif recipe.lookahead:  # Lookahead set the weights to their average after the last epoch
+        save_model(model, run_dir / "model.keras", splits.class_names)
 
     history = _read_history(history_csv)
     metrics = run_metrics(
