@@ -92,7 +92,7 @@ class Lookahead(keras.callbacks.Callback):
         self.updates_done = int(self.model.optimizer.iterations.numpy()) // self.every
 
     def _update(self, decay: float) -> None:
-        for variable, index in zip(self._variables(), range(len(self.average))):
+        for index, variable in enumerate(self._variables()):
             current = keras.ops.convert_to_numpy(variable.value)
             self.average[index] = decay * self.average[index] + (1 - decay) * current
             variable.assign(self.average[index])

@@ -44,7 +44,7 @@ from kzoo.datasets import Splits, data_dirs, find_image_folder, image_folder, pr
 from kzoo.errors import KzooError
 from kzoo.evaluation import classification_metrics, format_confusion_matrix, format_per_class
 from kzoo.files import write_csv, write_json
-from kzoo.flops import auto_steps_per_execution, dividing_steps
+from kzoo.flops import steps_per_execution_for
 from kzoo.folders import RowFile, scratch_dir
 from kzoo.images import describe_skipped
 from kzoo.models.blocks import ClassifierInfo, with_classifier_info
@@ -281,13 +281,6 @@ def _phase_result(history, timings, keep: KeepBestEpoch | None) -> PhaseResult:
     return PhaseResult(history, timings, keep.best_epoch, keep.best_scores)
 
 
-def _steps_per_execution(recipe: Recipe, model: keras.Model, steps_per_epoch: int) -> int:
-    spe = recipe.steps_per_execution
-    if spe == "auto":
-        spe = auto_steps_per_execution(model, recipe.batch_size)
-    return dividing_steps(spe, steps_per_epoch)
-
-
 def _callbacks(recipe: Recipe, baseline=None) -> tuple[list, KeepBestEpoch | None]:
     keep = KeepBestEpoch(baseline) if recipe.finetune.keep_best else None
     return [keras.callbacks.TerminateOnNaN(), *([keep] if keep else [])], keep
@@ -337,8 +330,8 @@ def train_head(
                                                         shuffle_seed=recipe.seed + index))
         head = _head(model)
         head.compile(optimizer=optimizer, loss=LOSS, metrics=["accuracy"],
-                     steps_per_execution=_steps_per_execution(recipe, head,
-                                                               math.ceil(len(train) / batch)))
+                     steps_per_execution=steps_per_execution_for(
+                         recipe.steps_per_execution, head, batch, math.ceil(len(train) / batch)))
         started = time.perf_counter()
         history = head.fit(
             dataset.repeat(), steps_per_epoch=math.ceil(len(train) / batch),
@@ -373,7 +366,8 @@ def train_top(
     if multipliers:
         optimizer = with_lr_multipliers(optimizer, multipliers)
     model.compile(optimizer=optimizer, loss=LOSS, metrics=["accuracy"],
-                  steps_per_execution=_steps_per_execution(recipe, model, steps))
+                  steps_per_execution=steps_per_execution_for(
+                      recipe.steps_per_execution, model, recipe.batch_size, steps))
     trainable = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
     print(f"kzoo: fine-tuning the top {len(unfrozen)} layers of the backbone "
           f"({trainable:,} trainable parameters) for {recipe.epochs} epochs")

@@ -61,6 +61,15 @@ def dividing_steps(steps_per_execution: int, steps_per_epoch: int) -> int:
     return max(d for d in range(1, max(1, steps_per_execution) + 1) if steps_per_epoch % d == 0)
 
 
+def steps_per_execution_for(setting: int | str, model: keras.Model, batch_size: int,
+                            steps_per_epoch: int) -> int:
+    """A recipe's ``steps_per_execution`` (a number, or ``"auto"``) as the number to compile
+    with: :func:`auto_steps_per_execution` for ``auto``, then :func:`dividing_steps`."""
+    if setting == "auto":
+        setting = auto_steps_per_execution(model, batch_size)
+    return dividing_steps(setting, steps_per_epoch)
+
+
 def auto_steps_per_execution(model: keras.Model, batch_size: int) -> int:
     """Steps per call into the compiled train step: enough to make up
     :data:`SMALL_STEP_FLOPS` of arithmetic, between 1 and :data:`MAX_STEPS_PER_EXECUTION`."""

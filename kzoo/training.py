@@ -25,7 +25,7 @@ from kzoo.errors import KzooError
 from kzoo.evaluation import confusion_matrix, format_confusion_matrix
 from kzoo.files import write_csv, write_json
 from kzoo.finetune import fine_tune
-from kzoo.flops import auto_steps_per_execution, dividing_steps, training_flops
+from kzoo.flops import steps_per_execution_for, training_flops
 from kzoo.losses import make_loss
 from kzoo.optimizers import class_weights, make_optimizer
 from kzoo.pipeline import epoch_batches, make_pipeline
@@ -183,9 +183,8 @@ def _train(recipe: Recipe, precision: str, *, data_dir, run_dir: Path, resume: b
         splits.examples["validation"], recipe.batch_size)
     steps_per_epoch = math.ceil(splits.sizes["train"] / recipe.batch_size)
     adapt_to_data(model, train_examples, recipe.seed)
-    steps_per_execution = dividing_steps(
-        auto_steps_per_execution(model, recipe.batch_size)
-        if recipe.steps_per_execution == "auto" else recipe.steps_per_execution, steps_per_epoch)
+    steps_per_execution = steps_per_execution_for(recipe.steps_per_execution, model,
+                                                  recipe.batch_size, steps_per_epoch)
     model.compile(
         optimizer=make_optimizer(recipe.optimizer, steps_per_epoch, recipe.epochs),
         loss=make_loss(recipe.loss, recipe.label_smoothing),

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from kzoo.augment import augmentation
 from kzoo.datasets import Splits
-from kzoo.flops import auto_steps_per_execution, dividing_steps
+from kzoo.flops import steps_per_execution_for
 from kzoo.losses import make_loss
 from kzoo.optimizers import make_optimizer
 from kzoo.pipeline import make_pipeline
@@ -62,12 +62,10 @@ class RecipeHyperModel(kt.HyperModel):
         recipe = self.recipe_for(hp)
         steps = math.ceil(len(train) / recipe.batch_size)
         adapt_to_data(model, train, recipe.seed)
-        spe = recipe.steps_per_execution
         model.compile(optimizer=make_optimizer(recipe.optimizer, steps, epochs),
                       loss=make_loss(recipe.loss, recipe.label_smoothing), metrics=["accuracy"],
-                      steps_per_execution=dividing_steps(
-                          auto_steps_per_execution(model, recipe.batch_size)
-                          if spe == "auto" else spe, steps))
+                      steps_per_execution=steps_per_execution_for(
+                          recipe.steps_per_execution, model, recipe.batch_size, steps))
         model.optimizer.iterations.assign(initial_epoch * steps)  # Hyperband continues a schedule
         train_data = make_pipeline(train, recipe.batch_size, shuffle_seed=recipe.seed,
                                    augment=augmentation(recipe.augmentation, seed=recipe.seed))
