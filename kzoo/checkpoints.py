@@ -23,6 +23,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from kzoo.distributed import outside_distribution
 from kzoo.files import read_json, write_json
 
 _STATE = re.compile(r"epoch-(\d+)\.json$")
@@ -49,7 +50,8 @@ class EpochCheckpoints(keras.callbacks.Callback):
         self.folder.mkdir(parents=True, exist_ok=True)
         name = f"epoch-{epochs_done:04d}.weights.h5"
         partial = self.folder / f".partial-{name}"
-        model.save_weights(partial)
+        with outside_distribution():  # process 0 saves alone
+            model.save_weights(partial)
         os.replace(partial, self.folder / name)
         write_json(self.folder / f"epoch-{epochs_done:04d}.json", {
             "epoch": epochs_done, "weights": name,
@@ -71,7 +73,7 @@ class EpochCheckpoints(keras.callbacks.Callback):
         holds, or 0 where there is none."""
         for partial in self.folder.glob(".partial-*"):
             print("kzoo: a checkpoint was being written when the run stopped; it is ignored")
-            partial.unlink()
+            partial.unlink(missing_ok=True)  # every process of a cluster restores
         for epoch in self.saved():
             state = read_json(self.folder / f"epoch-{epoch:04d}.json")
             try:

@@ -66,6 +66,7 @@ def _info(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
+    _backend_for_processes(args)
     from kzoo.training import train
 
     train(
@@ -73,8 +74,24 @@ def _train(args: argparse.Namespace) -> None:
         dropout=args.dropout, class_weight=args.class_weight, seed=args.seed,
         precision=args.precision, tta=args.tta, steps_per_execution=args.steps_per_execution,
         data_dir=args.data_dir, run_dir=args.run_dir, resume=args.resume,
-        verbose=_keras_verbosity(args),
+        verbose=_keras_verbosity(args), **_cluster(args),
     )
+
+
+def _cluster(args: argparse.Namespace) -> dict:
+    return {"coordinator": args.coordinator, "num_processes": args.num_processes,
+            "process_id": args.process_id, "devices": args.devices}
+
+
+def _backend_for_processes(args: argparse.Namespace) -> None:
+    """Training across processes runs on Keras's JAX backend (the only one with a
+    multi-machine path): choose it where the user has not chosen a backend."""
+    from kzoo.distributed import Cluster
+
+    cluster = Cluster.from_settings(**_cluster(args))
+    if cluster.num_processes > 1 and "KERAS_BACKEND" not in os.environ:
+        os.environ["KERAS_BACKEND"] = "jax"
+        print(f"kzoo: training across {cluster.num_processes} processes on Keras's JAX backend")
 
 
 def _keras_verbosity(args: argparse.Namespace) -> str | int:
@@ -293,6 +310,22 @@ def _add_precision(parser: argparse.ArgumentParser) -> None:
                         "auto: bf16 on CPUs with native bf16, float16 on recent GPUs)")
 
 
+def _add_cluster(parser: argparse.ArgumentParser) -> None:
+    """Flags for training over several devices or processes (default: Keras's
+    KERAS_DISTRIBUTION_* environment variables, which cluster launchers set)."""
+    group = parser.add_argument_group(
+        "several devices or machines", "one line per process, the same flags and recipe on "
+        "each, --run-dir on storage they share (see README: Training on several machines)")
+    group.add_argument("--coordinator", metavar="HOST:PORT",
+                       help="process 0's address and a free port, the same on every process")
+    group.add_argument("--num-processes", type=_count, metavar="N",
+                       help="processes training together (JAX backend)")
+    group.add_argument("--process-id", type=int, metavar="I", help="this process: 0 to N-1")
+    group.add_argument("--devices", metavar="all|N",
+                       help="local devices to train on (default one; on a CPU-only machine N "
+                       "splits the CPU, for trying a multi-device run)")
+
+
 def _add_tta(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tta", choices=TTA_MODES,
                         help="test-time augmentation: average over the image and its mirror "
@@ -331,6 +364,7 @@ def make_parser() -> argparse.ArgumentParser:
     _add_common(training, seed=True, data=True, run=True)
     training.add_argument("--resume", action="store_true",
                           help="continue an interrupted run (the latest one, or --run-dir)")
+    _add_cluster(training)
     training.set_defaults(run=_train)
 
     tuning = commands.add_parser(
@@ -506,6 +540,12 @@ def main(argv: list[str] | None = None) -> int:
         args.run(args)
     except KzooError as error:
         print(f"kzoo: error: {error}", file=sys.stderr)
+        from kzoo.distributed import joined, leave
+
+        if joined():  # the cluster's shutdown at exit could only fail now: leave at once
+            if native_logs is not None:
+                native_logs.close()
+            leave(2)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -183,13 +183,15 @@ def save_model(model: keras.Model, path: Path, class_names: Sequence[str] | None
     with one output per class; written atomically."""
     import keras
 
+    from kzoo.distributed import outside_distribution
     from kzoo.models.blocks import classifier_info, with_classifier_info
 
-    plain = keras.Model(model.input, model.output, name=model.name)
-    if (class_names is not None and classifier_info(plain) is None
-            and plain.output_shape[-1] == len(class_names)):
-        plain = with_classifier_info(plain, class_names, center_crop)
-    write_atomically(path, lambda partial: _save_keras(plain, partial))
+    with outside_distribution():  # process 0 saves alone
+        plain = keras.Model(model.input, model.output, name=model.name)
+        if (class_names is not None and classifier_info(plain) is None
+                and plain.output_shape[-1] == len(class_names)):
+            plain = with_classifier_info(plain, class_names, center_crop)
+        write_atomically(path, lambda partial: _save_keras(plain, partial))
 
 
 def _save_keras(model: keras.Model, partial: Path) -> None:

@@ -21,6 +21,7 @@ from kzoo.augment import augmentation
 from kzoo.callbacks import FreezeAfter, Lookahead
 from kzoo.checkpoints import EpochCheckpoints
 from kzoo.datasets import Splits, load_dataset, print_data_summary
+from kzoo.distributed import Cluster, Distributed, lost_peer, start
 from kzoo.errors import KzooError
 from kzoo.evaluation import confusion_matrix, format_confusion_matrix
 from kzoo.files import write_csv, write_json
@@ -141,6 +142,10 @@ def train(
     resume: bool = False,
     verbose: str | int = "auto",
     train_on_validation: bool = False,
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    devices: str | int | None = None,
 ) -> TrainResult:
     """Train a recipe (a name from ``zoo_configs/``, a YAML path, or a :class:`Recipe`).
 
@@ -149,6 +154,10 @@ def train(
     --retrain-best``). ``precision`` (:mod:`kzoo.precision`), ``tta`` (test-time augmentation
     of the final evaluation, :mod:`kzoo.tta`) and ``steps_per_execution`` (an integer, or
     ``"auto"``: :func:`kzoo.flops.auto_steps_per_execution`) override the recipe's.
+
+    ``coordinator`` (``HOST:PORT``), ``num_processes`` and ``process_id`` train one model
+    across processes or machines, and ``devices`` (``"all"`` or a count) over several local
+    devices; unset, they are read from ``KERAS_DISTRIBUTION_*`` (:mod:`kzoo.distributed`).
 
     >>> model, history, metrics, run_dir = kzoo.train("lenet5_mnist", epochs=1)
     """
@@ -162,71 +171,112 @@ def train(
             raise KzooError(f"recipe {recipe.name!r} fine-tunes, and fine-tuning runs cannot be "
                             "resumed; start a new run")
         return fine_tune(recipe=recipe, data_dir=data_dir, run_dir=run_dir, verbose=verbose)
-    run_dir = choose_run_dir(recipe, run_dir, resume, data_dir)
+    distributed = start(Cluster.from_settings(coordinator, num_processes, process_id, devices))
+    run_dir = _shared_run_dir(recipe, run_dir, resume, data_dir, distributed)
     with precision_policy(recipe.precision) as policy:
-        return _train(recipe, policy, data_dir=data_dir, run_dir=run_dir, resume=resume,
-                      verbose=verbose, train_on_validation=train_on_validation)
+        return _train(recipe, policy, distributed, data_dir=data_dir, run_dir=run_dir,
+                      resume=resume, verbose=verbose, train_on_validation=train_on_validation)
 
 
-def _train(recipe: Recipe, precision: str, *, data_dir, run_dir: Path, resume: bool, verbose,
-           train_on_validation: bool) -> TrainResult:
+def _shared_run_dir(recipe: Recipe, run_dir, resume: bool, data_dir,
+                    distributed: Distributed) -> Path:
+    """The run directory (:func:`kzoo.runs.choose_run_dir`). Processes of a cluster must all be
+    given the same one, on storage they share: only process 0 creates it and checks that a
+    new one is empty, and every process resumes from its checkpoints."""
+    processes = distributed.cluster.num_processes
+    if processes > 1 and run_dir is None:
+        raise KzooError(f"training across {processes} processes needs --run-dir DIR: a folder "
+                        "every process reaches (shared storage), the same on every process")
+    if distributed.is_chief or resume:
+        return choose_run_dir(recipe, run_dir, resume, data_dir)
+    return Path(run_dir)
+
+
+def _train(recipe: Recipe, precision: str, distributed: Distributed, *, data_dir, run_dir: Path,
+           resume: bool, verbose, train_on_validation: bool) -> TrainResult:
     seed_everything(recipe.seed)
-    splits = load_splits(recipe, data_dir)
+    splits = load_splits(recipe, data_dir, progress=distributed.is_chief)
     if train_on_validation:
         splits = with_validation_in_train(splits, recipe.dataset)
-    print_data_summary(splits)
+    if distributed.is_chief:
+        print_data_summary(splits)
     model = build_for(recipe, splits)
-    if not resume:  # only now: bad input above leaves no half-made run directory behind
+    chief = distributed.is_chief
+    if chief and not resume:  # only now: bad input above leaves no half-made run directory
         start_run_dir(recipe, run_dir, "train", data_dir, splits.class_names)
     train_examples = splits.examples["train"]
-    validation_data = None if train_on_validation else make_pipeline(
-        splits.examples["validation"], recipe.batch_size)
+    validation_data = None if train_on_validation else distributed.shard(make_pipeline(
+        splits.examples["validation"], recipe.batch_size))
     steps_per_epoch = math.ceil(splits.sizes["train"] / recipe.batch_size)
     adapt_to_data(model, train_examples, recipe.seed)
     steps_per_execution = steps_per_execution_for(recipe.steps_per_execution, model,
                                                   recipe.batch_size, steps_per_epoch)
-    model.compile(
-        optimizer=make_optimizer(recipe.optimizer, steps_per_epoch, recipe.epochs),
-        loss=make_loss(recipe.loss, recipe.label_smoothing),
-        metrics=["accuracy"],
-        steps_per_execution=steps_per_execution,
-    )
     checkpoints = EpochCheckpoints(run_dir / "backup")
-    done = checkpoints.restore(model) if resume else 0
-    if resume:
+    with distributed.scope():
+        model = distributed.replicate(model, lambda: build_for(recipe, splits))
+        model.compile(
+            optimizer=make_optimizer(recipe.optimizer, steps_per_epoch, recipe.epochs),
+            loss=make_loss(recipe.loss, recipe.label_smoothing),
+            metrics=["accuracy"],
+            steps_per_execution=steps_per_execution,
+        )
+        done = checkpoints.restore(model) if resume else 0
+    if resume and chief:
         print(f"kzoo: resuming {run_dir} after epoch {done} of {recipe.epochs}")
     history_csv = run_dir / "history.csv"
-    _trim_history(history_csv, done)
+    if chief:
+        _trim_history(history_csv, done)
     # Every epoch's order and augmentation are a function of (seed, epoch): a resumed run
     # trains on exactly the batches an uninterrupted one would.
-    train_data = epoch_batches(train_examples, recipe.batch_size, recipe.seed,
-                               augmentation(recipe.augmentation, seed=recipe.seed),
-                               first_epoch=done, epochs=recipe.epochs)
+    train_data = distributed.shard(epoch_batches(
+        train_examples, recipe.batch_size, recipe.seed,
+        augmentation(recipe.augmentation, seed=recipe.seed), first_epoch=done,
+        epochs=recipe.epochs))
     keep_good = KeepLastGoodModel(run_dir / "model.keras", splits.class_names)
-    callbacks = [
-        *([FreezeAfter(recipe.freeze_after)] if recipe.freeze_after else []),
-        *([Lookahead(steps_per_epoch * recipe.epochs, every=recipe.lookahead)]
-          if recipe.lookahead else []),
-        keras.callbacks.TerminateOnNaN(),
+    writers = [  # process 0 alone writes the run directory
         keras.callbacks.CSVLogger(str(history_csv), append=True),
         checkpoints,  # after the history row: a kill between the two retrains that epoch
         keep_good,
         keras.callbacks.TensorBoard(str(run_dir / "logs"), profile_batch=0),
     ]
+    callbacks = [
+        *([FreezeAfter(recipe.freeze_after)] if recipe.freeze_after else []),
+        *([Lookahead(steps_per_epoch * recipe.epochs, every=recipe.lookahead)]
+          if recipe.lookahead else []),
+        keras.callbacks.TerminateOnNaN(),
+        *(writers if chief else []),
+    ]
     print(f"kzoo: training {recipe.model} on {recipe.dataset} ({splits.sizes}) in {precision}, "
-          f"{steps_per_execution} step(s) per execution; run dir {run_dir}")
+          f"{steps_per_execution} step(s) per execution, on {distributed.describe()}"
+          + (f" (process {distributed.cluster.process_id})" if not chief else "")
+          + f"; run dir {run_dir}")
     started = time.perf_counter()
     try:
-        model.fit(train_data, validation_data=validation_data, epochs=recipe.epochs,
-                  initial_epoch=done, steps_per_epoch=steps_per_epoch,
-                  callbacks=callbacks, verbose=verbose, shuffle=False,
-                  class_weight=class_weights(recipe, train_examples.labels,
-                                             len(splits.class_names)))
+        with distributed.scope():
+            model.fit(train_data, validation_data=validation_data, epochs=recipe.epochs,
+                      initial_epoch=done, steps_per_epoch=steps_per_epoch,
+                      callbacks=callbacks, verbose=verbose if chief else 0, shuffle=False,
+                      class_weight=class_weights(recipe, train_examples.labels,
+                                                 len(splits.class_names)))
     except KeyboardInterrupt:
         print(f"\nkzoo: interrupted; the last finished epoch is kept. Resume with "
               f"`kzoo train {recipe.name} --resume --run-dir {run_dir}` (same flags as before)")
         raise
+    except Exception as error:
+        if not lost_peer(error):
+            raise
+        cluster = distributed.cluster
+        raise KzooError(
+            f"process {cluster.process_id} of {cluster.num_processes}: another process of the "
+            f"run stopped ({str(error).splitlines()[0][:200]}), so this one stops too. Restart "
+            f"every process with --resume --run-dir {run_dir} to continue from the last epoch"
+        ) from None
     wall_time = time.perf_counter() - started
+    if not chief:
+        print(f"kzoo: process {distributed.cluster.process_id} done; process 0 writes the "
+              f"results into {run_dir}")
+        return TrainResult(model, {}, {"status": "completed", "kind": "train",
+                                       "process_id": distributed.cluster.process_id}, run_dir)
 
     status = "completed"
     if keep_good.nan_epoch is not None:
@@ -243,6 +293,8 @@ def _train(recipe: Recipe, precision: str, *, data_dir, run_dir: Path, resume: b
         model = load_model(str(saved))
     elif recipe.lookahead:  # Lookahead set the weights to their average after the last epoch
         save_model(model, run_dir / "model.keras", splits.class_names)
+    if distributed.on_jax and keep_good.nan_epoch is None:  # evaluate on this process alone
+        model = load_model(str(run_dir / "model.keras"))
 
     history = _read_history(history_csv)
     metrics = run_metrics(
@@ -251,6 +303,8 @@ def _train(recipe: Recipe, precision: str, *, data_dir, run_dir: Path, resume: b
         data_dir=data_dir, status=status,
     )
     metrics.update(steps_per_execution=steps_per_execution,
+                   distribution={"processes": distributed.cluster.num_processes,
+                                 "devices": distributed.replicas},
                    training_flops=training_flops(model, splits.sizes["train"]) * recipe.epochs)
     metrics.update(evaluate_run(model, recipe, splits, run_dir))
     metrics.update(
