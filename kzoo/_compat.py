@@ -44,3 +44,20 @@ ORACLE_ATTRIBUTES = ("_retry_queue", "_run_times")
 # keras.layers.RandomRotation), checked on Keras 3.15.1: every image layer's call goes through
 # _transform_images, and _get_seed_generator picks the generator of the backend in use.
 IMAGE_LAYER_HOOKS = ("_transform_images", "_get_seed_generator")
+
+
+def pipeline_seed_generator(layer):
+    """The ``keras.random.SeedGenerator`` a Keras image layer draws from inside ``tf.data``:
+    its own ``generator`` on the TensorFlow backend; on another backend, the TensorFlow one
+    it makes for ``tf.data`` on first use (``DataLayer._get_seed_generator("tensorflow")``,
+    with the layer's ``DynamicBackend`` switched to TensorFlow as ``DataLayer.__call__`` does
+    in a ``tf.data`` graph; checked on Keras 3.15.1), made here, outside any traced function."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        return layer.generator
+    layer.backend.set_backend("tensorflow")
+    try:
+        return layer._get_seed_generator("tensorflow")
+    finally:
+        layer.backend.reset()

@@ -133,6 +133,11 @@ class Distributed:
         where = f"{processes} processes, " if processes > 1 else ""
         return f"{where}{self.replicas} devices in all"
 
+    def steps_per_execution(self, wanted: int) -> int:
+        """``wanted``, except under TensorFlow's MirroredStrategy: Keras 3.15's multi-step
+        loop fails there (a placeholder left unfed in its while loop), so one step a call."""
+        return 1 if self.engine is not None and not self.on_jax else wanted
+
     def scope(self) -> contextlib.AbstractContextManager:
         """Where the model, its optimizer and its training are made: replicated over the
         devices."""
@@ -154,24 +159,28 @@ class Distributed:
 
     def shard(self, batches):
         """This process's part of every batch of a ``tf.data`` dataset of ``(images, labels)``
-        batches, for JAX: the batch is padded to a multiple of the device count by repeating
-        its first examples (a last, partial batch only; at most ``replicas - 1`` of them), and
-        process ``i`` of ``n`` takes its ``i``-th contiguous slice. TensorFlow's strategy
-        splits batches itself."""
-        if not self.on_jax:
+        batches: the batch is padded to a multiple of the device count by repeating its first
+        examples (a last, partial batch only; at most ``replicas - 1`` of them: neither engine
+        takes a batch the devices cannot share evenly), and process ``i`` of ``n`` takes its
+        ``i``-th contiguous slice."""
+        if self.engine is None:
             return batches
-        import tensorflow as tf
+        return process_part(batches, self.replicas, self.cluster.num_processes,
+                            self.cluster.process_id)
 
-        devices, processes, index = self.replicas, self.cluster.num_processes, self.cluster.process_id
 
-        def part(*batch):
-            size = tf.shape(batch[0])[0]
-            padded = (size + devices - 1) // devices * devices
-            share = padded // processes
-            rows = tf.range(index * share, (index + 1) * share) % size
-            return tuple(tf.gather(tensor, rows) for tensor in batch)
+def process_part(batches, replicas: int, processes: int, index: int):
+    """Part ``index`` of ``processes`` of every batch (a tuple of tensors) of ``batches``,
+    each batch first padded to a multiple of ``replicas`` by repeating its first examples."""
+    import tensorflow as tf
 
-        return batches.map(part)
+    def part(*batch):
+        size = tf.shape(batch[0])[0]
+        share = (size + replicas - 1) // replicas * replicas // processes
+        rows = tf.range(index * share, (index + 1) * share) % size
+        return tuple(tf.gather(tensor, rows) for tensor in batch)
+
+    return batches.map(part)
 
 
 @contextlib.contextmanager

@@ -294,13 +294,12 @@ def _epoch_order(examples: Examples, batch_size: int, seed: int, epoch,
 def _reseeded(augment, seed: int):
     """``augment`` applied to batch ``index`` of ``epoch`` with its random draws reset to a
     function of (seed, epoch, index) first, so that they do not depend on what ran before.
-    Keras's image layers draw from their ``generator`` (a ``keras.random.SeedGenerator``) on
-    the TensorFlow backend; on JAX they draw from another inside tf.data, which stays as it is."""
-    import keras
+    Keras's image layers draw from a ``keras.random.SeedGenerator``, their own on TensorFlow
+    and another one inside tf.data on other backends (:func:`kzoo._compat.pipeline_seed_generator`)."""
+    from kzoo._compat import pipeline_seed_generator
 
     stack = augment if isinstance(augment, list) else getattr(augment, "layers", [augment])
-    generators = [layer.generator for layer in stack
-                  if hasattr(layer, "generator") and keras.backend.backend() == "tensorflow"]
+    generators = [pipeline_seed_generator(layer) for layer in stack if hasattr(layer, "generator")]
 
     def apply(epoch, index, images, positions):
         for number, generator in enumerate(generators):

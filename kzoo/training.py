@@ -171,7 +171,11 @@ def train(
             raise KzooError(f"recipe {recipe.name!r} fine-tunes, and fine-tuning runs cannot be "
                             "resumed; start a new run")
         return fine_tune(recipe=recipe, data_dir=data_dir, run_dir=run_dir, verbose=verbose)
-    distributed = start(Cluster.from_settings(coordinator, num_processes, process_id, devices))
+    cluster = Cluster.from_settings(coordinator, num_processes, process_id, devices)
+    if cluster.num_processes > 1 and run_dir is None:
+        raise KzooError(f"training across {cluster.num_processes} processes needs --run-dir DIR: "
+                        "a folder every process reaches (shared storage), the same on each")
+    distributed = start(cluster)
     run_dir = _shared_run_dir(recipe, run_dir, resume, data_dir, distributed)
     with precision_policy(recipe.precision) as policy:
         return _train(recipe, policy, distributed, data_dir=data_dir, run_dir=run_dir,
@@ -183,10 +187,6 @@ def _shared_run_dir(recipe: Recipe, run_dir, resume: bool, data_dir,
     """The run directory (:func:`kzoo.runs.choose_run_dir`). Processes of a cluster must all be
     given the same one, on storage they share: only process 0 creates it and checks that a
     new one is empty, and every process resumes from its checkpoints."""
-    processes = distributed.cluster.num_processes
-    if processes > 1 and run_dir is None:
-        raise KzooError(f"training across {processes} processes needs --run-dir DIR: a folder "
-                        "every process reaches (shared storage), the same on every process")
     if distributed.is_chief or resume:
         return choose_run_dir(recipe, run_dir, resume, data_dir)
     return Path(run_dir)
@@ -209,8 +209,8 @@ def _train(recipe: Recipe, precision: str, distributed: Distributed, *, data_dir
         splits.examples["validation"], recipe.batch_size))
     steps_per_epoch = math.ceil(splits.sizes["train"] / recipe.batch_size)
     adapt_to_data(model, train_examples, recipe.seed)
-    steps_per_execution = steps_per_execution_for(recipe.steps_per_execution, model,
-                                                  recipe.batch_size, steps_per_epoch)
+    steps_per_execution = distributed.steps_per_execution(steps_per_execution_for(
+        recipe.steps_per_execution, model, recipe.batch_size, steps_per_epoch))
     checkpoints = EpochCheckpoints(run_dir / "backup")
     with distributed.scope():
         model = distributed.replicate(model, lambda: build_for(recipe, splits))
@@ -293,8 +293,8 @@ def _train(recipe: Recipe, precision: str, distributed: Distributed, *, data_dir
         model = load_model(str(saved))
     elif recipe.lookahead:  # Lookahead set the weights to their average after the last epoch
         save_model(model, run_dir / "model.keras", splits.class_names)
-    if distributed.on_jax and keep_good.nan_epoch is None:  # evaluate on this process alone
-        model = load_model(str(run_dir / "model.keras"))
+    if distributed.replicas > 1 and keep_good.nan_epoch is None:
+        model = load_model(str(run_dir / "model.keras"))  # evaluated on one device, as saved
 
     history = _read_history(history_csv)
     metrics = run_metrics(

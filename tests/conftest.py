@@ -8,6 +8,7 @@ every ``python -m kzoo`` subprocess) so nothing tries to download.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -96,6 +97,13 @@ def write_image_folder(
             pixels[..., index % 3] += np.uint8(120 + 10 * (index // 3))
             Image.fromarray(pixels).save(root / name / f"{number:04d}{extension}")
     return root
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 # --- the CLI ----------------------------------------------------------------------------------

@@ -6,23 +6,16 @@ from __future__ import annotations
 import csv
 import json
 import re
-import socket
 import subprocess
 import sys
 
 import yaml
-from conftest import TINY_SOFTMAX_RECIPE, cli_env
+from conftest import TINY_SOFTMAX_RECIPE, cli_env, free_port
 
 import kzoo
 
 RECIPE = TINY_SOFTMAX_RECIPE
 TRIALS = 6
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def read_table(path):
