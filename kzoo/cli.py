@@ -156,6 +156,7 @@ def _option(text: str) -> tuple[str, object]:
 
 
 def _finetune(args: argparse.Namespace) -> None:
+    _backend_for_processes(args)
     from kzoo.finetune import FROM_RECIPE, fine_tune
 
     fine_tune(
@@ -171,6 +172,7 @@ def _finetune(args: argparse.Namespace) -> None:
         class_weight=args.class_weight, keep_best=False if args.keep_last else None, seed=args.seed,
         validation_split=args.validation_split, precision=args.precision, tta=args.tta,
         data_dir=args.data_dir, run_dir=args.run_dir, verbose=2 if args.quiet else "auto",
+        **_cluster(args),
     )
 
 
@@ -406,6 +408,7 @@ def make_parser() -> argparse.ArgumentParser:
     _add_precision(tuning)
     _add_tta(tuning)
     _add_common(tuning, seed=True, data=True, run=True)
+    _add_cluster(tuning)
     tuning.set_defaults(run=_finetune)
 
     auditing = commands.add_parser(

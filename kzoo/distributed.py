@@ -154,6 +154,9 @@ class Distributed:
 
         replica = build()
         for target, source in zip(replica.variables, model.variables, strict=True):
+            if tuple(target.shape) != tuple(source.shape):
+                raise KzooError(f"the model made again for {self.describe()} differs from the "
+                                f"first: {target.path} {target.shape} against {source.shape}")
             target.assign(np.asarray(source))
         return replica
 

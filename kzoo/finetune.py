@@ -41,6 +41,7 @@ import numpy as np
 
 from kzoo.augment import augmentation as make_augmentation
 from kzoo.datasets import Splits, data_dirs, find_image_folder, image_folder, print_data_summary
+from kzoo.distributed import Cluster, Distributed, start
 from kzoo.errors import KzooError
 from kzoo.evaluation import classification_metrics, format_confusion_matrix, format_per_class
 from kzoo.files import write_csv, write_json
@@ -57,10 +58,11 @@ from kzoo.optimizers import (
 from kzoo.pipeline import ArrayRows, Examples, in_memory_limit, make_pipeline, streams
 from kzoo.precision import precision_policy
 from kzoo.recipes import FineTune, Optimizer, Recipe, load_recipe
-from kzoo.registry import build, get_spec, list_models
+from kzoo.registry import build, get_spec, list_models, load_model
 from kzoo.runs import (
     TrainResult,
     choose_run_dir,
+    require_shared_run_dir,
     run_metrics,
     save_model,
     seed_everything,
@@ -349,36 +351,42 @@ def train_head(
 
 def train_top(
     model: keras.Model, splits: Splits, recipe: Recipe, augment, verbose: str | int = "auto",
-    baseline: tuple[float, float] | None = None,
+    baseline: tuple[float, float] | None = None, distributed: Distributed | None = None,
 ) -> PhaseResult:
     """Phase two: the top of the backbone unfrozen, at the recipe's learning rate. With
     ``keep_best``, the model it started from (validation ``baseline``: accuracy, loss) is kept
-    unless an epoch beats it."""
+    unless an epoch beats it. With ``distributed``, ``model`` was made in its scope and trains
+    over its devices and processes."""
+    distributed = distributed or Distributed(Cluster())
     settings = recipe.finetune
     if settings.unfreeze == 0 or recipe.epochs == 0:
         return PhaseResult({}, {})
     train, validation = splits.examples["train"], splits.examples["validation"]
     unfrozen = unfreeze_top(model, settings.unfreeze)
     steps = math.ceil(len(train) / recipe.batch_size)
-    optimizer = make_optimizer(recipe.optimizer, steps, recipe.epochs)
     multipliers = {**settings.lr_multipliers,
                    **discriminative_multipliers(unfrozen, settings.discriminative_lr)}
-    if multipliers:
-        optimizer = with_lr_multipliers(optimizer, multipliers)
-    model.compile(optimizer=optimizer, loss=LOSS, metrics=["accuracy"],
-                  steps_per_execution=steps_per_execution_for(
-                      recipe.steps_per_execution, model, recipe.batch_size, steps))
+    with distributed.scope():  # the optimizer's variables too
+        optimizer = make_optimizer(recipe.optimizer, steps, recipe.epochs)
+        if multipliers:
+            optimizer = with_lr_multipliers(optimizer, multipliers)
+        model.compile(optimizer=optimizer, loss=LOSS, metrics=["accuracy"],
+                      steps_per_execution=distributed.steps_per_execution(steps_per_execution_for(
+                          recipe.steps_per_execution, model, recipe.batch_size, steps)))
     trainable = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
     print(f"kzoo: fine-tuning the top {len(unfrozen)} layers of the backbone "
           f"({trainable:,} trainable parameters) for {recipe.epochs} epochs")
     callbacks, keep = _callbacks(recipe, baseline)
     started = time.perf_counter()
-    history = model.fit(
-        make_pipeline(train, recipe.batch_size, shuffle_seed=recipe.seed, augment=augment),
-        validation_data=make_pipeline(validation, recipe.batch_size),
-        epochs=recipe.epochs, verbose=verbose, shuffle=False, callbacks=callbacks,
-        class_weight=class_weights(recipe, train.labels, len(splits.class_names)),
-    )
+    with distributed.scope():
+        history = model.fit(
+            distributed.shard(make_pipeline(train, recipe.batch_size, shuffle_seed=recipe.seed,
+                                            augment=augment)),
+            validation_data=distributed.shard(make_pipeline(validation, recipe.batch_size)),
+            epochs=recipe.epochs, verbose=verbose if distributed.is_chief else 0, shuffle=False,
+            callbacks=callbacks,
+            class_weight=class_weights(recipe, train.labels, len(splits.class_names)),
+        )
     return _phase_result(history.history, {"finetune_s": time.perf_counter() - started}, keep)
 
 
@@ -428,6 +436,10 @@ def fine_tune(
     data_dir: str | os.PathLike | None = None,
     run_dir: str | os.PathLike | None = None,
     verbose: str | int = "auto",
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    devices: str | int | None = None,
 ) -> TrainResult:
     """Fine-tune a pretrained backbone on a class-per-folder image tree; see the module doc.
 
@@ -442,7 +454,10 @@ def fine_tune(
     "balanced"`` weighs the loss of each class by the inverse of its share of the training
     images. ``keep_best`` (default) ends each phase with its best validation epoch's weights.
     ``precision`` (see :mod:`kzoo.precision`) and ``tta`` (test-time augmentation of the final
-    evaluation, see :mod:`kzoo.tta`) override the recipe's.
+    evaluation, see :mod:`kzoo.tta`) override the recipe's. ``coordinator``,
+    ``num_processes``, ``process_id`` and ``devices`` spread the fine-tuning phase over
+    processes and devices as in :func:`kzoo.train` (:mod:`kzoo.distributed`); the head phase,
+    on cached features, runs whole on every process.
 
     >>> model, history, metrics, run_dir = kzoo.fine_tune("ants_bees/", backbone="mobilenet_v2")
     """
@@ -456,11 +471,15 @@ def fine_tune(
         dropout=dropout, class_weight=class_weight, keep_best=keep_best, seed=seed,
         validation_split=validation_split, precision=precision, tta=tta,
     )
+    cluster = Cluster.from_settings(coordinator, num_processes, process_id, devices)
+    require_shared_run_dir(run_dir, cluster.num_processes)  # before waiting for the others
+    distributed = start(cluster)
     with precision_policy(recipe.precision):
-        return _fine_tune(recipe, data_dir, run_dir, verbose)
+        return _fine_tune(recipe, data_dir, run_dir, verbose, distributed)
 
 
-def _fine_tune(recipe: Recipe, data_dir, run_dir, verbose) -> TrainResult:
+def _fine_tune(recipe: Recipe, data_dir, run_dir, verbose,
+               distributed: Distributed) -> TrainResult:
     folders = data_dirs(data_dir)
     folder = find_image_folder(recipe.dataset, folders)
     if not folder.is_dir():
@@ -471,13 +490,16 @@ def _fine_tune(recipe: Recipe, data_dir, run_dir, verbose) -> TrainResult:
         raise KzooError(f"model {recipe.model!r} has no pretrained backbone to fine-tune; pick one "
                         f"of {', '.join(list_models(tag='pretrained'))}")
     make_augmentation(recipe.augmentation)
-    run_dir = choose_run_dir(recipe, run_dir, resume=False)  # checked now, created once built
+    chief = distributed.is_chief
+    run_dir = choose_run_dir(recipe, run_dir, resume=False,  # checked now, created once built
+                             process_id=distributed.cluster.process_id,
+                             num_processes=distributed.cluster.num_processes)
     started = time.perf_counter()
     seed_everything(recipe.seed)
     spec_shape = get_spec(recipe.model).input_shape or (224, 224, 3)
     shape = tuple(recipe.model_kwargs.get("input_shape", spec_shape))
     splits = image_folder(folder, shape[:2], shape[2], recipe.validation_split, recipe.seed,
-                          center_crop=recipe.finetune.center_crop, progress=verbose != 0)
+                          center_crop=recipe.finetune.center_crop, progress=verbose != 0 and chief)
     class_names, skipped = splits.class_names, splits.skipped
     sizes = splits.sizes
     print(f"kzoo: fine-tuning {recipe.model} on {folder}: {sizes['train']} training and "
@@ -491,17 +513,28 @@ def _fine_tune(recipe: Recipe, data_dir, run_dir, verbose) -> TrainResult:
         print("kzoo: " + describe_skipped(skipped, root=folder) + "  (all in skipped.csv)")
     read_s = time.perf_counter() - started
 
-    with search_weights_in(data_dir, *folders):
-        model = build(recipe.model, num_classes=len(class_names), **recipe.model_kwargs)
-    backbone_of(model)
-    model = with_classifier_info(model, class_names, recipe.finetune.center_crop)
-    # only now: bad input above leaves no run directory behind
-    start_run_dir(recipe, run_dir, "finetune", data_dir, class_names)
-    write_csv(run_dir / "skipped.csv", ["path", "reason"], skipped)
-    write_json(run_dir / "audit.json", audited)
+    def build_model() -> keras.Model:
+        with search_weights_in(data_dir, *folders):
+            built = build(recipe.model, num_classes=len(class_names), **recipe.model_kwargs)
+        backbone_of(built)
+        return with_classifier_info(built, class_names, recipe.finetune.center_crop)
+
+    model = build_model()
+    if chief:  # only now: bad input above leaves no run directory behind
+        start_run_dir(recipe, run_dir, "finetune", data_dir, class_names)
+        write_csv(run_dir / "skipped.csv", ["path", "reason"], skipped)
+        write_json(run_dir / "audit.json", audited)
     augment = make_augmentation(recipe.augmentation, seed=recipe.seed)
-    head = train_head(model, splits, recipe, augment, verbose)
-    top = train_top(model, splits, recipe, augment, verbose, baseline=head.kept_scores)
+    head = train_head(model, splits, recipe, augment, verbose if chief else 0)
+    with distributed.scope():  # the head phase ran whole here; the fine-tuning is shared
+        model = distributed.replicate(model, build_model)
+    top = train_top(model, splits, recipe, augment, verbose, baseline=head.kept_scores,
+                    distributed=distributed)
+    if not chief:
+        print(f"kzoo: process {distributed.cluster.process_id} done; process 0 writes the "
+              f"results into {run_dir}")
+        return TrainResult(model, {}, {"status": "completed", "kind": "finetune",
+                                       "process_id": distributed.cluster.process_id}, run_dir)
     history = _merge_history([("head", head.history), ("fine-tune", top.history)])
     write_history(history, run_dir / "history.csv")
     if history["loss"] and not math.isfinite(history["loss"][-1]) and not recipe.finetune.keep_best:
@@ -515,6 +548,8 @@ def _fine_tune(recipe: Recipe, data_dir, run_dir, verbose) -> TrainResult:
               f"accuracy {history['val_accuracy'][kept['epoch'] - 1]:.4f})")
     save_model(model, run_dir / "model.keras")
     wall_time = time.perf_counter() - started
+    if distributed.replicas > 1:
+        model = load_model(str(run_dir / "model.keras"))  # evaluated on one device, as saved
 
     metrics, probabilities = evaluate_splits(model, splits, recipe.batch_size, recipe.tta)
     write_predictions(splits.examples["validation"], probabilities["validation"], class_names,
@@ -532,6 +567,8 @@ def _fine_tune(recipe: Recipe, data_dir, run_dir, verbose) -> TrainResult:
         data={**splits.scan.stats.to_dict(),
               "in_memory": not any(streams(part) for part in splits.examples.values())},
         finetune=dataclasses.asdict(recipe.finetune), class_weight=recipe.class_weight,
+        distribution={"processes": distributed.cluster.num_processes,
+                      "devices": distributed.replicas},
     )
     write_json(run_dir / "metrics.json", metrics)
     write_csv(run_dir / "confusion_matrix.csv", ["true\\predicted", *class_names],

@@ -110,13 +110,21 @@ def choose_run_dir(
     run_dir: str | os.PathLike | None,
     resume: bool,
     data_dir: str | os.PathLike | None = None,
+    process_id: int = 0,
+    num_processes: int = 1,
 ) -> Path:
     """The run directory to use, checked but not yet created: a new one, or the one to resume
     (``run_dir``, else the latest unfinished run of the recipe).
 
     A finished run is never resumed, a run is resumed only with the settings and data it
-    started with, and a non-empty directory is never reused for a new run.
+    started with, and a non-empty directory is never reused for a new run. The processes of
+    one training run (:mod:`kzoo.distributed`) must all be given the same directory, on
+    storage they share: process 0 checks and creates a new one, and every process resumes
+    from its checkpoints.
     """
+    require_shared_run_dir(run_dir, num_processes)
+    if process_id != 0 and not resume:
+        return Path(run_dir)
     if run_dir is None and resume:
         run_dir = latest_unfinished_run(recipe.name)
         if run_dir is None:
@@ -137,6 +145,14 @@ def choose_run_dir(
             "continue it, or choose another --run-dir"
         )
     return run_dir
+
+
+def require_shared_run_dir(run_dir: str | os.PathLike | None, num_processes: int) -> None:
+    """Refuse a run of several processes without an explicit run directory: each would
+    choose its own."""
+    if num_processes > 1 and run_dir is None:
+        raise KzooError(f"training across {num_processes} processes needs --run-dir DIR: a "
+                        "folder every process reaches (shared storage), the same on each")
 
 
 def _check_resumable(recipe: Recipe, run_dir: Path, data_dir) -> None:

@@ -36,6 +36,7 @@ from kzoo.registry import build, get_spec, load_model
 from kzoo.runs import (
     TrainResult,
     choose_run_dir,
+    require_shared_run_dir,
     run_metrics,
     save_model,
     seed_everything,
@@ -170,26 +171,17 @@ def train(
         if resume:
             raise KzooError(f"recipe {recipe.name!r} fine-tunes, and fine-tuning runs cannot be "
                             "resumed; start a new run")
-        return fine_tune(recipe=recipe, data_dir=data_dir, run_dir=run_dir, verbose=verbose)
+        return fine_tune(recipe=recipe, data_dir=data_dir, run_dir=run_dir, verbose=verbose,
+                         coordinator=coordinator, num_processes=num_processes,
+                         process_id=process_id, devices=devices)
     cluster = Cluster.from_settings(coordinator, num_processes, process_id, devices)
-    if cluster.num_processes > 1 and run_dir is None:
-        raise KzooError(f"training across {cluster.num_processes} processes needs --run-dir DIR: "
-                        "a folder every process reaches (shared storage), the same on each")
+    require_shared_run_dir(run_dir, cluster.num_processes)  # before waiting for the others
     distributed = start(cluster)
-    run_dir = _shared_run_dir(recipe, run_dir, resume, data_dir, distributed)
+    run_dir = choose_run_dir(recipe, run_dir, resume, data_dir, cluster.process_id,
+                             cluster.num_processes)
     with precision_policy(recipe.precision) as policy:
         return _train(recipe, policy, distributed, data_dir=data_dir, run_dir=run_dir,
                       resume=resume, verbose=verbose, train_on_validation=train_on_validation)
-
-
-def _shared_run_dir(recipe: Recipe, run_dir, resume: bool, data_dir,
-                    distributed: Distributed) -> Path:
-    """The run directory (:func:`kzoo.runs.choose_run_dir`). Processes of a cluster must all be
-    given the same one, on storage they share: only process 0 creates it and checks that a
-    new one is empty, and every process resumes from its checkpoints."""
-    if distributed.is_chief or resume:
-        return choose_run_dir(recipe, run_dir, resume, data_dir)
-    return Path(run_dir)
 
 
 def _train(recipe: Recipe, precision: str, distributed: Distributed, *, data_dir, run_dir: Path,

@@ -22,6 +22,7 @@ import pytest
 import tensorflow as tf
 import yaml
 from conftest import assert_clean_error, cli_env, free_port, run_cli, write_mnist_npz
+from messy_images import make_split_folder, write_mobilenet_weights
 
 from kzoo.distributed import Cluster, process_part
 from kzoo.errors import KzooError
@@ -50,18 +51,25 @@ def workspace(tmp_path_factory):
     return folder
 
 
-def launch(workspace: Path, run_dir: str, *flags: str, backend: str = "jax") -> subprocess.Popen:
-    command = [sys.executable, "-m", "kzoo", "train", "lenet.yaml", "--data-dir", "data",
-               "--run-dir", run_dir, "--quiet", *flags]
-    return subprocess.Popen(command, cwd=workspace, env=cli_env(KERAS_BACKEND=backend),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+TRAIN = ("train", "lenet.yaml", "--data-dir", "data")
 
 
-def pair(workspace: Path, run_dir: str, *flags: str) -> list[subprocess.Popen]:
+def launch(workspace: Path, run_dir: str, *flags: str, backend: str = "jax",
+           command: tuple[str, ...] = TRAIN, cache: str = "cache") -> subprocess.Popen:
+    """``kzoo COMMAND --run-dir RUN_DIR --quiet FLAGS`` in ``workspace``, with its own folder
+    cache (as on a machine of its own)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "kzoo", *command, "--run-dir", run_dir, "--quiet", *flags],
+        cwd=workspace, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=cli_env(KERAS_BACKEND=backend, KZOO_CACHE_DIR=str(workspace / cache)))
+
+
+def pair(workspace: Path, run_dir: str, *flags: str, command: tuple[str, ...] = TRAIN,
+         ) -> list[subprocess.Popen]:
     """Processes 0 and 1 of one run, joined through a fresh loopback port."""
     cluster = ["--coordinator", f"127.0.0.1:{free_port()}", "--num-processes", "2"]
-    return [launch(workspace, run_dir, *cluster, "--process-id", str(index), *flags)
-            for index in (0, 1)]
+    return [launch(workspace, run_dir, *cluster, "--process-id", str(index), *flags,
+                   command=command, cache=f"cache-{index}") for index in (0, 1)]
 
 
 def finish(process: subprocess.Popen, timeout: float = 240) -> str:
@@ -197,3 +205,20 @@ def test_two_tensorflow_devices_train_what_one_does(tmp_path):
     assert metrics["distribution"] == {"processes": 1, "devices": 2}
     assert metrics["sizes"]["train"] % RECIPE["batch_size"] == 0
     assert largest_difference(tmp_path / "tf-one", tmp_path / "tf-two") < TOLERANCE
+
+
+def test_two_processes_fine_tune_what_one_does(tmp_path):
+    """The head phase runs whole on each process; the fine-tuning phase is shared."""
+    make_split_folder(tmp_path / "photos", train=10, val=3)
+    weights_file = write_mobilenet_weights(tmp_path / "mobilenet.weights.h5")
+    command = ("finetune", "photos", "--backbone", "mobilenet_v2", "--option", "alpha=0.35",
+               "--image-size", "64", "--weights", str(weights_file), "--batch-size", "6",
+               "--head-epochs", "1", "--epochs", "2", "--keep-last")
+    single = launch(tmp_path, "single", "--devices", "2", command=command)
+    both = pair(tmp_path, "pair", command=command)
+    outputs = [finish(process) for process in (single, *both)]
+    assert "process 1 done" in outputs[2], outputs[2]
+    metrics = json.loads((tmp_path / "pair" / "metrics.json").read_text())
+    assert metrics["distribution"] == {"processes": 2, "devices": 2}
+    assert (tmp_path / "pair" / "report.html").is_file()
+    assert largest_difference(tmp_path / "single", tmp_path / "pair") < TOLERANCE
