@@ -203,6 +203,34 @@ def folder_table() -> str:
     return "\n".join(lines)
 
 
+DISTRIBUTED_ROWS = (
+    ("jax_1", "JAX, 1 process"),
+    ("jax_2", "JAX, 2 processes (gloo, loopback)"),
+    ("tf_1", "TensorFlow, 1 device"),
+    ("tf_2dev", "TensorFlow, MirroredStrategy over 2 CPU devices"),
+)
+
+
+def distributed_table() -> str:
+    """Images a second and peak memory of one process against two, from
+    bench/results/distributed.json."""
+    doc = json.loads((RESULTS / "distributed.json").read_text())
+    baselines = {"jax_2": "jax_1", "tf_2dev": "tf_1"}
+    lines = ["| run | images/s | against one | peak memory (process tree) |", "|---|---|---|---|"]
+    for variant, heading in DISTRIBUTED_ROWS:
+        runs = doc["runs"].get(variant)
+        if not runs:
+            continue
+        speed = doc["images_per_s"][variant]
+        base = baselines.get(variant)
+        ratio = f"{speed / doc['images_per_s'][base]:.2f}x" if base in doc["images_per_s"] else "-"
+        memory = max(run["peak_rss_mb"] for run in runs) / 1024
+        lines.append(f"| {heading} | {speed:,.0f} | {ratio} | {memory:.1f} GB |")
+    lines += ["", (f"`{doc['command']}` (`{doc['recipe']}`, batch {doc['batch_size']}, "
+                   f"{doc['cpus']} cores; images/s from the time per step of epoch 2).")]
+    return "\n".join(lines)
+
+
 def updated_readme(text: str) -> str:
     from kzoo.catalog import model_table
 
@@ -210,6 +238,7 @@ def updated_readme(text: str) -> str:
     text = replace_between_markers(text, "results", table(load_results()))
     text = replace_between_markers(text, "folders", folder_table())
     text = replace_between_markers(text, "precision", precision_table())
+    text = replace_between_markers(text, "distributed", distributed_table())
     return replace_between_markers(text, "speed", speed_table())
 
 

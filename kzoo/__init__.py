@@ -22,13 +22,17 @@ _PUBLIC = {
     "build": "kzoo.registry",
     "describe": "kzoo.catalog",
     "evaluate": "kzoo.inference",
+    "explain": "kzoo.explain",
     "export": "kzoo.inference",
+    "find_label_issues": "kzoo.labels",
     "fine_tune": "kzoo.finetune",
+    "grad_cam": "kzoo.explain",
     "list_models": "kzoo.registry",
     "list_recipes": "kzoo.recipes",
     "load_dataset": "kzoo.datasets",
     "load_model": "kzoo.registry",
     "load_recipe": "kzoo.recipes",
+    "lr_find": "kzoo.training",
     "predict": "kzoo.inference",
     "register_model": "kzoo.specs",
     "train": "kzoo.training",
@@ -36,8 +40,9 @@ _PUBLIC = {
 }
 __all__ = [  # each name is imported on first use, by __getattr__ below
     "KzooError", "Recipe", "__version__", "audit", "augmentation", "build", "describe",
-    "evaluate", "export", "fine_tune", "list_models", "list_recipes", "load_dataset",
-    "load_model", "load_recipe", "predict", "register_model", "train", "tune",
+    "evaluate", "explain", "export", "find_label_issues", "fine_tune", "grad_cam",
+    "list_models", "list_recipes", "load_dataset", "load_model", "load_recipe", "lr_find",
+    "predict", "register_model", "train", "tune",
 ]
 
 

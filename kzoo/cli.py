@@ -111,6 +111,11 @@ def _rate(text: str) -> float:
     return value
 
 
+def _rate_or_auto(text: str) -> float | str:
+    """A learning rate, or ``auto``: the learning-rate finder's suggestion."""
+    return "auto" if text.strip().lower() == "auto" else _rate(text)
+
+
 def _count(text: str) -> int:
     """A whole number >= 1 (a batch size, epochs)."""
     try:
@@ -177,6 +182,9 @@ def _finetune(args: argparse.Namespace) -> None:
 
 
 def _audit(args: argparse.Namespace) -> None:
+    if args.labels:
+        _audit_labels(args)
+        return
     from kzoo.files import write_json
     from kzoo.folders import Framing, audit, format_audit, scan_folder
 
@@ -192,6 +200,23 @@ def _audit(args: argparse.Namespace) -> None:
     for entry in report["duplicates"]["across_splits"][:10]:
         print(f"  duplicate across splits: {'  =  '.join(entry['files'])}")
     print(f"kzoo: audit written to {output}")
+
+
+def _audit_labels(args: argparse.Namespace) -> None:
+    from kzoo.labels import find_label_issues
+
+    found = find_label_issues(
+        args.folder, backbone=args.backbone, weights="imagenet" if args.weights is False
+        else args.weights, image_size=args.image_size, center_crop=args.center_crop,
+        model_options=dict(args.option or []) or None, folds=args.folds,
+        seed=0 if args.seed is None else args.seed, data_dir=args.data_dir,
+        run_dir=args.run_dir, progress=not args.quiet)
+    print(f"kzoo: {len(found.issues)} of {found.images} images look mislabelled "
+          f"(cross-validated accuracy {found.cross_validated_accuracy:.1%}); most confident first:")
+    for issue in found.issues[:20]:
+        print(f"  {issue.confidence:5.2f}  {issue.given} -> {issue.suggested}  {issue.path}")
+    print(f"kzoo: all in {found.run_dir / 'label_issues.csv'}; thumbnails in "
+          f"{found.run_dir / 'label_issues.html'}")
 
 
 def _cache(args: argparse.Namespace) -> None:
@@ -237,6 +262,39 @@ def _predict(args: argparse.Namespace) -> None:
     results = predict(args.run_dir, args.images, top_k=args.top_k, tta=args.tta or "none")
     _print_predictions(results, args.format, args.top_k)
     failed = sum(1 for r in results if r.error)
+    if failed:
+        print(f"kzoo: {failed} of {len(results)} files could not be read (listed above)",
+              file=sys.stderr)
+
+
+def _lr_find(args: argparse.Namespace) -> None:
+    from kzoo.training import lr_find
+
+    options = {key: value for key, value in {
+        "backbone": args.backbone, "image_size": args.image_size,
+        "model_options": dict(args.option or []) or None}.items() if value is not None}
+    if args.weights is not False:  # given, "none" included
+        options["weights"] = args.weights
+    if options and not Path(args.target).expanduser().is_dir():
+        raise KzooError(f"--backbone, --weights, --image-size and --option apply to an image "
+                        f"folder; {args.target!r} is a recipe")
+    found = lr_find(args.target, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
+                    precision=args.precision, data_dir=args.data_dir, run_dir=args.run_dir,
+                    verbose=_keras_verbosity(args), **options)
+    print(f"kzoo: suggested learning rate {found['suggestion']:.3g}: {found['rule']} "
+          f"({found['minimum']:.3g}); steepest descent at {found['steepest']:.3g}")
+    print(f"kzoo: plot in {Path(found['run_dir']) / 'lr_find.png'}; train at it with --lr "
+          f"{found['suggestion']:.3g}, or let --lr auto find it")
+
+
+def _explain(args: argparse.Namespace) -> None:
+    from kzoo.explain import explain
+
+    results = explain(args.run_dir, args.images, output=args.output, top_k=args.top_k,
+                      class_name=args.class_name)
+    for image, png, error in results:
+        print(f"{image}: {png}" if png else f"{image}: not explained ({error})")
+    failed = sum(1 for _, png, _ in results if png is None)
     if failed:
         print(f"kzoo: {failed} of {len(results)} files could not be read (listed above)",
               file=sys.stderr)
@@ -324,8 +382,9 @@ def _add_cluster(parser: argparse.ArgumentParser) -> None:
                        help="processes training together (JAX backend)")
     group.add_argument("--process-id", type=int, metavar="I", help="this process: 0 to N-1")
     group.add_argument("--devices", metavar="all|N",
-                       help="local devices to train on (default one; on a CPU-only machine N "
-                       "splits the CPU, for trying a multi-device run)")
+                       help="local devices to train on (default one, or all for a process of "
+                       "a cluster; on a CPU-only machine N splits the CPU, for trying a "
+                       "multi-device run)")
 
 
 def _add_tta(parser: argparse.ArgumentParser) -> None:
@@ -354,7 +413,8 @@ def make_parser() -> argparse.ArgumentParser:
     training.add_argument("recipe", help="a recipe name from `kzoo list --recipes`, or a YAML path")
     training.add_argument("--epochs", type=_count)
     training.add_argument("--batch-size", type=_count)
-    training.add_argument("--lr", type=_rate, help="learning rate")
+    training.add_argument("--lr", type=_rate_or_auto, metavar="RATE|auto",
+                          help="learning rate (auto: the learning-rate finder's suggestion)")
     training.add_argument("--dropout", type=_fraction, help="the model's dropout rate")
     training.add_argument("--class-weight", choices=("balanced", "none"),
                           help="balanced: weigh each class's loss by the inverse of its share")
@@ -389,7 +449,9 @@ def make_parser() -> argparse.ArgumentParser:
                         help="a backbone option, e.g. --option alpha=0.35 (repeatable)")
     tuning.add_argument("--epochs", type=_count, help="fine-tuning epochs, after the head epochs")
     tuning.add_argument("--head-epochs", type=int, help="epochs of the head on the frozen backbone")
-    tuning.add_argument("--lr", type=_rate, help="fine-tuning learning rate")
+    tuning.add_argument("--lr", type=_rate_or_auto, metavar="RATE|auto",
+                        help="fine-tuning learning rate (auto: the learning-rate finder's "
+                        "suggestion, found after the head phase)")
     tuning.add_argument("--head-lr", type=_rate, help="learning rate of the head phase")
     tuning.add_argument("--batch-size", type=_count)
     tuning.add_argument("--augmentation", help="augmentation preset (imagenet, none, ...)")
@@ -424,7 +486,20 @@ def make_parser() -> argparse.ArgumentParser:
                           help="framing the images are cached at (default 0.875, as finetune)")
     auditing.add_argument("--output", default="audit.json", help="where to write the report")
     auditing.add_argument("--json", action="store_true", help="print the report as JSON")
-    _add_common(auditing)
+    labels = auditing.add_argument_group(
+        "likely label errors (--labels)", "k-fold cross-validation of a linear head on a "
+        "pretrained backbone's features, ranked by confident learning")
+    labels.add_argument("--labels", action="store_true",
+                        help="find likely label errors: writes label_issues.csv and "
+                        "label_issues.html into --run-dir")
+    labels.add_argument("--backbone", default="mobilenet_v2",
+                        help="pretrained model for the features (default mobilenet_v2)")
+    labels.add_argument("--weights", type=_weights, default=False,
+                        help="imagenet (default), or the path of a weights file")
+    labels.add_argument("--option", type=_option, action="append", metavar="KEY=VALUE",
+                        help="a backbone option, e.g. --option alpha=0.35 (repeatable)")
+    labels.add_argument("--folds", type=_count, default=5, help="cross-validation folds (5)")
+    _add_common(auditing, seed=True, data=True, run=True)
     auditing.set_defaults(run=_audit)
 
     caching = commands.add_parser("cache", help="show or free kzoo's cache of decoded images")
@@ -440,6 +515,38 @@ def make_parser() -> argparse.ArgumentParser:
     _add_tta(predicting)
     _add_common(predicting)
     predicting.set_defaults(run=_predict)
+
+    finding = commands.add_parser(
+        "lr-find", help="the learning-rate finder: loss against an exponentially growing rate",
+        description="Train a few hundred steps while the learning rate grows from 1e-7 to 10, "
+        "stop when the loss diverges, plot loss against rate into the run directory, and "
+        "suggest a rate (a tenth of the rate of the lowest smoothed loss). TARGET is a recipe, "
+        "or an image folder: then the fine-tuning phase's rate, after the head phase.")
+    finding.add_argument("target", help="a recipe name or YAML path, or an image folder")
+    finding.add_argument("--steps", type=_count, default=200, help="steps of the sweep (200)")
+    finding.add_argument("--batch-size", type=_count)
+    finding.add_argument("--backbone", help="for a folder: the pretrained model (default resnet50)")
+    finding.add_argument("--weights", type=_weights, default=False,
+                         help="for a folder: imagenet (default), none, or a weights file")
+    finding.add_argument("--image-size", type=_count, help="for a folder: input side in pixels")
+    finding.add_argument("--option", type=_option, action="append", metavar="KEY=VALUE",
+                         help="for a folder: a backbone option, e.g. --option alpha=0.35")
+    _add_precision(finding)
+    _add_common(finding, seed=True, data=True, run=True)
+    finding.set_defaults(run=_lr_find)
+
+    explaining = commands.add_parser(
+        "explain", help="Grad-CAM heatmaps: where the model looked in each image",
+        description="One PNG per image (the image, the Grad-CAM heatmap over it, the top "
+        "classes), written into RUN/explain/ (or --output).")
+    explaining.add_argument("run_dir", help="a run directory (or a .keras file)")
+    explaining.add_argument("images", nargs="+", help="image files or folders")
+    explaining.add_argument("--output", help="folder for the PNGs (default RUN/explain)")
+    explaining.add_argument("--top-k", type=_count, default=3, help="classes named per image")
+    explaining.add_argument("--class", dest="class_name", metavar="NAME",
+                            help="explain this class (default: each image's most probable)")
+    _add_common(explaining)
+    explaining.set_defaults(run=_explain)
 
     evaluating = commands.add_parser("evaluate", help="evaluate a trained run on a labelled folder")
     evaluating.add_argument("run_dir", help="a run directory (or a .keras file)")

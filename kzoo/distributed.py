@@ -45,7 +45,7 @@ _ADDRESS = re.compile(r"^\[?[\w.\-:]+\]?:\d{1,5}$")
 class Cluster:
     """Where this process stands: the coordinator's ``HOST:PORT``, how many processes train
     together and which one this is, and the local devices to use (``"all"``, a count, or
-    ``None`` for the backend's default device)."""
+    ``None``: the backend's default device for a lone process, all for one of a cluster)."""
 
     coordinator: str | None = None
     num_processes: int = 1
@@ -241,7 +241,9 @@ def _start_jax(cluster: Cluster) -> Distributed:
     except RuntimeError as error:  # JAX already ran something in this process
         raise KzooError(f"cannot start training on several devices: {error}. Start the "
                         "distribution first thing, before anything else runs JAX") from None
-    count = len(_chosen(jax.local_devices(), cluster.devices))
+    # A process of a cluster uses all its devices unless told otherwise, a lone one its first.
+    wanted = cluster.devices or ("all" if cluster.num_processes > 1 else None)
+    count = len(_chosen(jax.local_devices(), wanted))
     by_process: dict[int, list] = {}  # every process uses as many devices as this one
     for device in sorted(jax.devices(), key=lambda device: device.id):
         by_process.setdefault(device.process_index, []).append(device)

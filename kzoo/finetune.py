@@ -44,10 +44,12 @@ from kzoo.datasets import Splits, data_dirs, find_image_folder, image_folder, pr
 from kzoo.distributed import Cluster, Distributed, start
 from kzoo.errors import KzooError
 from kzoo.evaluation import classification_metrics, format_confusion_matrix, format_per_class
+from kzoo.features import backbone_features, pooled_features_model
 from kzoo.files import write_csv, write_json
 from kzoo.flops import steps_per_execution_for
-from kzoo.folders import RowFile, scratch_dir
+from kzoo.folders import scratch_dir
 from kzoo.images import describe_skipped
+from kzoo.lr_find import RULE, STEPS, LRFind, sweep, write_sweep
 from kzoo.models.blocks import ClassifierInfo, with_classifier_info
 from kzoo.optimizers import (
     class_weights,
@@ -55,7 +57,7 @@ from kzoo.optimizers import (
     make_optimizer,
     with_lr_multipliers,
 )
-from kzoo.pipeline import ArrayRows, Examples, in_memory_limit, make_pipeline, streams
+from kzoo.pipeline import Examples, make_pipeline, streams
 from kzoo.precision import precision_policy
 from kzoo.recipes import FineTune, Optimizer, Recipe, load_recipe
 from kzoo.registry import build, get_spec, list_models, load_model
@@ -65,6 +67,7 @@ from kzoo.runs import (
     require_shared_run_dir,
     run_metrics,
     save_model,
+    save_run_recipe,
     seed_everything,
     start_run_dir,
     write_history,
@@ -183,10 +186,6 @@ def unfreeze_top(model: keras.Model, fraction: float) -> list[keras.layers.Layer
 # --- phase one: the head ----------------------------------------------------------------------
 
 
-def _pooled_features(model: keras.Model) -> keras.Model:
-    return keras.Model(model.inputs, model.get_layer("pool").output, name="features")
-
-
 def _head(model: keras.Model) -> keras.Model:
     """The layers after the pooling, as a model on pooled features (weights shared)."""
     names = [layer.name for layer in model.layers]
@@ -234,28 +233,6 @@ class KeepBestEpoch(keras.callbacks.Callback):
     @property
     def best_scores(self) -> tuple[float, float] | None:
         return None if self.best is None else (self.best[0], -self.best[1])
-
-
-def _features(extractor: keras.Model, examples: Examples, batch_size: int, augment, path: Path,
-              ) -> Examples:
-    """The backbone's pooled features of ``examples`` (augmented if ``augment``), as float16
-    rows: in memory when they are small, else in a file at ``path``."""
-    dim = int(extractor.output_shape[-1])
-    count = len(examples)
-    if count * dim * 2 <= in_memory_limit():
-        rows, out = None, np.empty((count, dim), dtype=np.float16)
-    else:
-        rows, out = RowFile.create(path, (dim,), np.float16, count), None
-    start = 0
-    for images, _ in make_pipeline(examples, batch_size, augment=augment):
-        values = np.asarray(extractor.predict_on_batch(images), dtype=np.float16)
-        if rows is None:
-            out[start:start + len(values)] = values
-        else:
-            rows.write_rows(range(start, start + len(values)), values)
-        start += len(values)
-    source = ArrayRows(out) if rows is None else rows
-    return Examples(source, np.arange(count, dtype=np.int64), examples.labels, examples.paths)
 
 
 def _should_cache(settings: FineTune, augment) -> tuple[bool, int]:
@@ -315,12 +292,12 @@ def train_head(
         return _phase_result(history.history, timings, keep)
 
     started = time.perf_counter()
-    extractor = _pooled_features(model)
+    extractor = pooled_features_model(model)
     scratch = scratch_dir()
     try:
-        train_views = [_features(extractor, train, batch, augment if view else None,
+        train_views = [backbone_features(extractor, train, batch, augment if view else None,
                                  scratch / f"train-{view}.f16") for view in range(views)]
-        val_features = _features(extractor, validation, batch, None, scratch / "validation.f16")
+        val_features = backbone_features(extractor, validation, batch, None, scratch / "validation.f16")
         timings["features_s"] = time.perf_counter() - started
         where = "in memory" if val_features.in_memory else "on disk"
         print(f"kzoo: cached backbone features of {views} view(s) of the training images "
@@ -393,6 +370,29 @@ def train_top(
 # --- the run ----------------------------------------------------------------------------------------
 
 
+def fine_tuning_sweep(model: keras.Model, splits: Splits, recipe: Recipe, augment,
+                      steps: int = STEPS) -> LRFind:
+    """The learning-rate finder's sweep for phase two: the top of the backbone unfrozen, the
+    recipe's optimizer at a constant rate (per-layer multipliers kept), on augmented training
+    batches. The model's weights are put back afterwards."""
+    settings = recipe.finetune
+    unfrozen = unfreeze_top(model, settings.unfreeze)
+    constant = dataclasses.replace(recipe.optimizer, schedule="constant", schedule_options={})
+    optimizer = make_optimizer(constant, 1, 1)
+    multipliers = {**settings.lr_multipliers,
+                   **discriminative_multipliers(unfrozen, settings.discriminative_lr)}
+    if multipliers:
+        optimizer = with_lr_multipliers(optimizer, multipliers)
+    weights = model.get_weights()
+    model.compile(optimizer=optimizer, loss=LOSS)
+    batches = make_pipeline(splits.examples["train"], recipe.batch_size,
+                            shuffle_seed=recipe.seed, augment=augment).repeat()
+    try:
+        return sweep(model, batches, steps=steps)
+    finally:
+        model.set_weights(weights)
+
+
 def _merge_history(phases: Sequence[tuple[str, dict[str, list[float]]]]) -> dict[str, list]:
     keys = ("loss", "accuracy", "val_loss", "val_accuracy")
     merged: dict[str, list] = {"epoch": [], "phase": [], **{key: [] for key in keys}}
@@ -417,7 +417,7 @@ def fine_tune(
     model_options: Mapping[str, Any] | None = None,
     epochs: int | None = None,
     head_epochs: int | None = None,
-    learning_rate: float | None = None,
+    learning_rate: float | str | None = None,
     head_learning_rate: float | None = None,
     batch_size: int | None = None,
     augmentation: str | None = None,
@@ -440,6 +440,7 @@ def fine_tune(
     num_processes: int | None = None,
     process_id: int | None = None,
     devices: str | int | None = None,
+    sweep_only: bool = False,
 ) -> TrainResult:
     """Fine-tune a pretrained backbone on a class-per-folder image tree; see the module doc.
 
@@ -457,14 +458,19 @@ def fine_tune(
     evaluation, see :mod:`kzoo.tta`) override the recipe's. ``coordinator``,
     ``num_processes``, ``process_id`` and ``devices`` spread the fine-tuning phase over
     processes and devices as in :func:`kzoo.train` (:mod:`kzoo.distributed`); the head phase,
-    on cached features, runs whole on every process.
+    on cached features, runs whole on every process. ``learning_rate="auto"`` runs the
+    learning-rate finder (:mod:`kzoo.lr_find`) on the model with its head trained and its top
+    unfrozen, then fine-tunes at the suggestion; with ``sweep_only`` the run stops there (``kzoo
+    lr-find FOLDER``).
 
     >>> model, history, metrics, run_dir = kzoo.fine_tune("ants_bees/", backbone="mobilenet_v2")
     """
+    find_rate = learning_rate == "auto" or sweep_only
     recipe = finetune_recipe(
         data, recipe, backbone=backbone, weights=weights, image_size=image_size,
         center_crop=center_crop, model_options=model_options, epochs=epochs, head_epochs=head_epochs,
-        learning_rate=learning_rate, head_learning_rate=head_learning_rate,
+        learning_rate=None if learning_rate == "auto" else learning_rate,
+        head_learning_rate=head_learning_rate,
         batch_size=batch_size, augmentation=augmentation, unfreeze=unfreeze,
         discriminative_lr=discriminative_lr, lr_multipliers=lr_multipliers,
         cache_features=cache_features, feature_views=feature_views,
@@ -475,11 +481,12 @@ def fine_tune(
     require_shared_run_dir(run_dir, cluster.num_processes)  # before waiting for the others
     distributed = start(cluster)
     with precision_policy(recipe.precision):
-        return _fine_tune(recipe, data_dir, run_dir, verbose, distributed)
+        return _fine_tune(recipe, data_dir, run_dir, verbose, distributed,
+                          find_rate=find_rate, sweep_only=sweep_only)
 
 
-def _fine_tune(recipe: Recipe, data_dir, run_dir, verbose,
-               distributed: Distributed) -> TrainResult:
+def _fine_tune(recipe: Recipe, data_dir, run_dir, verbose, distributed: Distributed, *,
+               find_rate: bool = False, sweep_only: bool = False) -> TrainResult:
     folders = data_dirs(data_dir)
     folder = find_image_folder(recipe.dataset, folders)
     if not folder.is_dir():
@@ -526,6 +533,17 @@ def _fine_tune(recipe: Recipe, data_dir, run_dir, verbose,
         write_json(run_dir / "audit.json", audited)
     augment = make_augmentation(recipe.augmentation, seed=recipe.seed)
     head = train_head(model, splits, recipe, augment, verbose if chief else 0)
+    found = None
+    if find_rate:
+        found = fine_tuning_sweep(model, splits, recipe, augment)
+        recipe = recipe.with_overrides(learning_rate=found.suggestion)
+        print(f"kzoo: learning-rate finder suggests {found.suggestion:.3g} for fine-tuning "
+              f"({RULE}); plot: {run_dir / 'lr_find.png'}")
+        if chief:
+            save_run_recipe(recipe, run_dir)
+            write_sweep(found, run_dir, f"fine-tuning {recipe.model} on {folder.name}")
+        if sweep_only:
+            return TrainResult(model, {}, {"kind": "lr_find", **found.to_dict()}, run_dir)
     with distributed.scope():  # the head phase ran whole here; the fine-tuning is shared
         model = distributed.replicate(model, build_model)
     top = train_top(model, splits, recipe, augment, verbose, baseline=head.kept_scores,
@@ -570,6 +588,9 @@ def _fine_tune(recipe: Recipe, data_dir, run_dir, verbose,
         distribution={"processes": distributed.cluster.num_processes,
                       "devices": distributed.replicas},
     )
+    if found is not None:
+        metrics["learning_rate_finder"] = {key: value for key, value in found.to_dict().items()
+                                           if key in ("suggestion", "rule", "minimum", "steepest")}
     write_json(run_dir / "metrics.json", metrics)
     write_csv(run_dir / "confusion_matrix.csv", ["true\\predicted", *class_names],
               ([name, *row] for name, row in zip(class_names, metrics["validation"]["confusion_matrix"])))
@@ -580,7 +601,8 @@ def _fine_tune(recipe: Recipe, data_dir, run_dir, verbose,
 
     write_report(run_dir, validation=splits.examples["validation"],
                  probabilities=probabilities["validation"], history=history, metrics=metrics,
-                 skipped=skipped, title=f"{recipe.model} fine-tuned on {folder.name}")
+                 skipped=skipped, title=f"{recipe.model} fine-tuned on {folder.name}",
+                 model=model)
     figure = (f"test accuracy {metrics['test_accuracy']:.4f}, " if splits.has_test
               else "no test split; ")
     print(f"kzoo: {figure}validation accuracy {metrics['val_accuracy']:.4f} in {wall_time:.0f}s; "

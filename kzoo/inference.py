@@ -85,7 +85,7 @@ def _input_size(model: keras.Model) -> tuple[tuple[int, int], int]:
     return (int(height), int(width)), int(channels)
 
 
-def _framing(model: keras.Model) -> dict[str, Any]:
+def image_framing(model: keras.Model) -> dict[str, Any]:
     """How to read images for ``model``: size, channels, center crop (see kzoo.images)."""
     (height, width), channels = _input_size(model)
     info = classifier_info(model)
@@ -109,7 +109,7 @@ class Prediction:
                 "predictions": [{"class": name, "probability": p} for name, p in self.top]}
 
 
-def _expand(inputs: Sequence[str | os.PathLike]) -> list[tuple[str, str | None]]:
+def image_paths(inputs: Sequence[str | os.PathLike]) -> list[tuple[str, str | None]]:
     """Files to classify, folders expanded (recursively); each with the reason it is skipped."""
     entries: list[tuple[str, str | None]] = []
     for item in inputs:
@@ -139,9 +139,9 @@ def predict(
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise KzooError(f"top_k={top_k!r} is invalid; expected an integer >= 1")
     model, names = load_run(source)
-    framing = _framing(model)
+    framing = image_framing(model)
     k = min(top_k, len(names))
-    entries = _expand(inputs)
+    entries = image_paths(inputs)
     results = []
     chunk = 8 * batch_size  # decode a few batches at a time: memory stays small for any folder
     for start in range(0, len(entries), chunk):
@@ -187,7 +187,7 @@ def evaluate(
             f"folder {str(folder)!r} has class folder(s) {', '.join(unknown) or 'none'} the model "
             f"does not know; expected folders named after its classes: {', '.join(names)}{hint}"
         )
-    part, skipped = scan_labelled(folder, names, Framing(**_framing(model)), progress=False)
+    part, skipped = scan_labelled(folder, names, Framing(**image_framing(model)), progress=False)
     examples = Examples.from_scan(part)
     truth = examples.labels.astype("int64")
     probabilities, _ = predict_with_tta(model, make_pipeline(examples, batch_size), tta)

@@ -20,9 +20,13 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
 
+from kzoo.errors import KzooError
+from kzoo.explain import grad_cam, overlay
 from kzoo.images import Skipped
 
 if TYPE_CHECKING:
+    import keras
+
     from kzoo.pipeline import Examples
 
 _STYLE = """
@@ -34,7 +38,7 @@ td, th { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
 th { background: #f3f3f3; } td.name, th.name { text-align: left; }
 img.plot { max-width: 100%; height: auto; }
 .losses { display: flex; flex-wrap: wrap; gap: 1em; }
-.losses figure { margin: 0; width: 12em; font-size: 0.8em; overflow-wrap: anywhere; }
+.losses figure { margin: 0; width: 24.5em; font-size: 0.8em; overflow-wrap: anywhere; }
 .losses img { width: 12em; height: 12em; object-fit: contain; background: #eee; }
 .wrong { color: #b00; } .muted { color: #777; } code { font-size: 0.9em; }
 """
@@ -136,6 +140,20 @@ def _kept_model(metrics: Mapping[str, Any]) -> str:
     return f"epoch {kept['epoch']} ({kept['phase']}), the last (--keep-last)"
 
 
+def _heatmaps(model, validation: Examples, indices: Sequence[int]):
+    """Grad-CAM heatmaps of the validation images at ``indices`` for the predicted class, and
+    a sentence for the page; ``None`` and why not where there are none."""
+    if model is None or not len(indices):
+        return None, ""
+    images = np.stack([validation.image(index) for index in indices]).astype("float32")
+    try:
+        heatmaps, _ = grad_cam(model, images)
+    except KzooError as error:
+        return None, f"No Grad-CAM heatmaps: {html.escape(str(error))}."
+    return heatmaps, ("Beside each image, its Grad-CAM heatmap: where the model looked for the "
+                      "class it predicted (red: most).")
+
+
 def _picture(source: str, alt: str, css: str = "plot") -> str:
     return f'<img class="{css}" src="{html.escape(source)}" alt="{html.escape(alt)}">'
 
@@ -150,11 +168,13 @@ def write_report(
     skipped: Sequence[Skipped] = (),
     title: str = "kzoo run",
     losses_shown: int = 12,
+    model: keras.Model | None = None,
 ) -> Path:
     """Write ``report.html`` and its pictures (in ``report/``) into ``run_dir``; its path.
 
     ``metrics`` is a run's ``metrics.json`` content: ``class_names`` and, under
-    ``validation``, the output of :func:`kzoo.evaluation.classification_metrics`.
+    ``validation``, the output of :func:`kzoo.evaluation.classification_metrics`. With
+    ``model``, each top-loss image is shown with its Grad-CAM heatmap for the predicted class.
     """
     run_dir = Path(run_dir)
     pictures = run_dir / "report"
@@ -167,18 +187,25 @@ def write_report(
     plot_confusion_matrix(matrix, class_names, pictures / "confusion_matrix.png")
     plot_per_class(scores["per_class"], pictures / "per_class.png")
     worst = top_losses(validation.labels, probabilities, losses_shown)
+    heatmaps, heatmap_note = _heatmaps(model, validation, worst)
     tiles = []
     for rank, index in enumerate(worst, start=1):
         name = f"top_loss_{rank:02d}.png"
         image = validation.image(index)
         Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(pictures / name)
+        heatmap = ""
+        if heatmaps is not None:
+            Image.fromarray(overlay(image, heatmaps[rank - 1])).save(
+                pictures / f"top_loss_{rank:02d}_gradcam.png")
+            heatmap = _picture(f"report/top_loss_{rank:02d}_gradcam.png",
+                               f"Grad-CAM heatmap of validation image {rank}", "tile")
         truth = int(validation.labels[index])
         guess = int(np.argmax(probabilities[index]))
         loss = -math.log(max(float(probabilities[index][truth]), 1e-12))
         verdict = "wrong" if guess != truth else ""
         tiles.append(
             "<figure>" + _picture(f"report/{name}", f"validation image {rank}", "tile")
-            + f'<figcaption class="{verdict}">true <b>{html.escape(class_names[truth])}</b>, '
+            + heatmap + f'<figcaption class="{verdict}">true <b>{html.escape(class_names[truth])}</b>, '
             f"predicted <b>{html.escape(class_names[guess])}</b> "
             f"({float(probabilities[index][guess]):.2f}), loss {loss:.2f}<br>"
             f'<span class="muted">{html.escape(Path(validation.paths[index]).name)}</span>'
@@ -237,7 +264,8 @@ def write_report(
 {_picture("report/per_class.png", "precision and recall per class")}
 {_table(["class", "precision", "recall", "F1", "images"], per_class)}
 <h2 id="top-losses">Validation images with the highest loss</h2>
-<p>As the model saw them (framed and resized to its input); captions in red are wrong predictions.</p>
+<p>As the model saw them (framed and resized to its input); captions in red are wrong predictions.
+{heatmap_note}</p>
 <div class="losses">{"".join(tiles)}</div>
 <h2 id="skipped">Files skipped</h2>
 {skipped_html}

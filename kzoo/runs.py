@@ -182,11 +182,17 @@ def start_run_dir(recipe: Recipe, run_dir: Path, kind: str,
     """Create a new run directory: ``recipe.yaml`` (the exact settings), ``run.json`` (kind,
     data directory, start time) and ``class_names.json``."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_atomically(run_dir / "recipe.yaml", lambda partial: save_recipe(recipe, partial))
+    save_run_recipe(recipe, run_dir)
     write_json(run_dir / "run.json", {"kind": kind, "data_dir": _resolved(data_dir),
                                       "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
     if class_names is not None:
         write_json(run_dir / "class_names.json", [str(name) for name in class_names])
+
+
+def save_run_recipe(recipe: Recipe, run_dir: Path) -> None:
+    """``recipe.yaml``: the run's exact settings (again, where a setting is found while the run
+    goes, such as a learning rate from the finder)."""
+    write_atomically(run_dir / "recipe.yaml", lambda partial: save_recipe(recipe, partial))
 
 
 # --- what a run writes ---------------------------------------------------------------------

@@ -28,14 +28,17 @@ from kzoo.files import write_csv, write_json
 from kzoo.finetune import fine_tune
 from kzoo.flops import steps_per_execution_for, training_flops
 from kzoo.losses import make_loss
+from kzoo.lr_find import RULE, STEPS, LRFind, sweep, write_sweep
 from kzoo.optimizers import class_weights, make_optimizer
 from kzoo.pipeline import epoch_batches, make_pipeline
 from kzoo.precision import precision_policy
 from kzoo.recipes import Recipe, load_recipe
 from kzoo.registry import build, get_spec, load_model
 from kzoo.runs import (
+    RUNS_ROOT,
     TrainResult,
     choose_run_dir,
+    latest_unfinished_run,
     require_shared_run_dir,
     run_metrics,
     save_model,
@@ -131,7 +134,7 @@ def train(
     *,
     epochs: int | None = None,
     batch_size: int | None = None,
-    learning_rate: float | None = None,
+    learning_rate: float | str | None = None,
     dropout: float | None = None,
     class_weight: str | None = None,
     seed: int | None = None,
@@ -156,15 +159,19 @@ def train(
     of the final evaluation, :mod:`kzoo.tta`) and ``steps_per_execution`` (an integer, or
     ``"auto"``: :func:`kzoo.flops.auto_steps_per_execution`) override the recipe's.
 
+    ``learning_rate="auto"`` runs the learning-rate finder (:mod:`kzoo.lr_find`) first, on a
+    copy of the model, and trains at its suggestion; the run is then the run of that rate.
+
     ``coordinator`` (``HOST:PORT``), ``num_processes`` and ``process_id`` train one model
     across processes or machines, and ``devices`` (``"all"`` or a count) over several local
     devices; unset, they are read from ``KERAS_DISTRIBUTION_*`` (:mod:`kzoo.distributed`).
 
     >>> model, history, metrics, run_dir = kzoo.train("lenet5_mnist", epochs=1)
     """
+    find_rate = learning_rate == "auto"
     recipe = load_recipe(recipe).with_overrides(
-        epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, dropout=dropout,
-        class_weight=class_weight, seed=seed, precision=precision, tta=tta,
+        epochs=epochs, batch_size=batch_size, learning_rate=None if find_rate else learning_rate,
+        dropout=dropout, class_weight=class_weight, seed=seed, precision=precision, tta=tta,
         steps_per_execution=steps_per_execution,
     )
     if recipe.finetune is not None:  # a transfer-learning recipe: two phases, see finetune.py
@@ -172,8 +179,15 @@ def train(
             raise KzooError(f"recipe {recipe.name!r} fine-tunes, and fine-tuning runs cannot be "
                             "resumed; start a new run")
         return fine_tune(recipe=recipe, data_dir=data_dir, run_dir=run_dir, verbose=verbose,
+                         learning_rate="auto" if find_rate else None,
                          coordinator=coordinator, num_processes=num_processes,
                          process_id=process_id, devices=devices)
+    if find_rate and resume:  # the rate the run found when it started
+        started = Path(run_dir) if run_dir else latest_unfinished_run(recipe.name)
+        if started is not None and (started / "recipe.yaml").is_file():
+            recipe = recipe.with_overrides(
+                learning_rate=load_recipe(started / "recipe.yaml").optimizer.learning_rate)
+        find_rate = False
     cluster = Cluster.from_settings(coordinator, num_processes, process_id, devices)
     require_shared_run_dir(run_dir, cluster.num_processes)  # before waiting for the others
     distributed = start(cluster)
@@ -181,21 +195,32 @@ def train(
                              cluster.num_processes)
     with precision_policy(recipe.precision) as policy:
         return _train(recipe, policy, distributed, data_dir=data_dir, run_dir=run_dir,
-                      resume=resume, verbose=verbose, train_on_validation=train_on_validation)
+                      resume=resume, verbose=verbose, train_on_validation=train_on_validation,
+                      find_rate=find_rate)
 
 
 def _train(recipe: Recipe, precision: str, distributed: Distributed, *, data_dir, run_dir: Path,
-           resume: bool, verbose, train_on_validation: bool) -> TrainResult:
+           resume: bool, verbose, train_on_validation: bool, find_rate: bool = False,
+           ) -> TrainResult:
     seed_everything(recipe.seed)
     splits = load_splits(recipe, data_dir, progress=distributed.is_chief)
     if train_on_validation:
         splits = with_validation_in_train(splits, recipe.dataset)
-    if distributed.is_chief:
-        print_data_summary(splits)
-    model = build_for(recipe, splits)
     chief = distributed.is_chief
+    if chief:
+        print_data_summary(splits)
+    found = None
+    if find_rate:
+        found = learning_rate_sweep(recipe, splits)
+        recipe = recipe.with_overrides(learning_rate=found.suggestion)
+        print(f"kzoo: learning-rate finder suggests {found.suggestion:.3g} ({RULE}); "
+              "training at that rate")
+        seed_everything(recipe.seed)  # the run starts as a run given this rate does
+    model = build_for(recipe, splits)
     if chief and not resume:  # only now: bad input above leaves no half-made run directory
         start_run_dir(recipe, run_dir, "train", data_dir, splits.class_names)
+        if found is not None:
+            write_sweep(found, run_dir, f"{recipe.model} on {recipe.dataset}")
     train_examples = splits.examples["train"]
     validation_data = None if train_on_validation else distributed.shard(make_pipeline(
         splits.examples["validation"], recipe.batch_size))
@@ -298,6 +323,9 @@ def _train(recipe: Recipe, precision: str, distributed: Distributed, *, data_dir
                    distribution={"processes": distributed.cluster.num_processes,
                                  "devices": distributed.replicas},
                    training_flops=training_flops(model, splits.sizes["train"]) * recipe.epochs)
+    if found is not None:
+        metrics["learning_rate_finder"] = {key: value for key, value in found.to_dict().items()
+                                           if key in ("suggestion", "rule", "minimum", "steepest")}
     metrics.update(evaluate_run(model, recipe, splits, run_dir))
     metrics.update(
         epochs_run=len(history.get("epoch", [])),
@@ -346,6 +374,69 @@ def evaluate_run(model: keras.Model, recipe: Recipe, splits: Splits, run_dir: Pa
         **extra,
         "confusion_matrix": matrix.tolist(),
     }
+
+
+def lr_find(
+    target: str | os.PathLike | Recipe,
+    *,
+    steps: int = STEPS,
+    batch_size: int | None = None,
+    seed: int | None = None,
+    precision: str | None = None,
+    data_dir: str | os.PathLike | None = None,
+    run_dir: str | os.PathLike | None = None,
+    verbose: str | int = "auto",
+    **folder_options: Any,
+) -> dict[str, Any]:
+    """Run the learning-rate finder (:mod:`kzoo.lr_find`) on a recipe (a name, a YAML path or
+    a :class:`Recipe`), or on an image folder: then on its fine-tuning phase, after the head
+    phase, with ``folder_options`` as :func:`kzoo.fine_tune` takes them. Writes ``lr_find.png``
+    and ``lr_find.json`` into ``run_dir`` (default ``runs/lr-find-NAME-TIME``) and returns the
+    sweep's summary: ``suggestion``, ``rule``, ``minimum``, ``steepest``, ``run_dir``.
+
+    >>> kzoo.lr_find("lenet5_mnist")["suggestion"]
+    """
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    folder = isinstance(target, (str, os.PathLike)) and Path(target).expanduser().is_dir()
+    recipe = None if folder else load_recipe(target).with_overrides(
+        batch_size=batch_size, seed=seed, precision=precision)
+    if folder or recipe.finetune is not None:
+        name = Path(target).name if folder else recipe.name
+        result = fine_tune(target if folder else None, recipe=recipe, sweep_only=True,
+                           batch_size=batch_size, seed=seed, precision=precision,
+                           data_dir=data_dir, verbose=verbose,
+                           run_dir=run_dir or RUNS_ROOT / f"lr-find-{name}-{stamp}",
+                           **folder_options)
+        summary = result.metrics
+    else:
+        run_dir = choose_run_dir(recipe, run_dir or RUNS_ROOT / f"lr-find-{recipe.name}-{stamp}",
+                                 resume=False)
+        with precision_policy(recipe.precision):
+            seed_everything(recipe.seed)
+            splits = load_splits(recipe, data_dir)
+            found = learning_rate_sweep(recipe, splits, steps)
+        start_run_dir(recipe, run_dir, "lr_find", data_dir, splits.class_names)
+        write_sweep(found, run_dir, f"{recipe.model} on {recipe.dataset}")
+        summary, result = found.to_dict(), None
+    return {key: summary[key] for key in ("suggestion", "rule", "minimum", "steepest",
+                                          "diverged", "steps")} | {
+        "run_dir": result.run_dir if result else run_dir}
+
+
+def learning_rate_sweep(recipe: Recipe, splits: Splits, steps: int = STEPS) -> LRFind:
+    """The learning-rate finder's sweep (:func:`kzoo.lr_find.sweep`) on a model of its own,
+    built, adapted and fed as the run's would be, with the recipe's optimizer at a constant
+    rate."""
+    model = build_for(recipe, splits)
+    train_examples = splits.examples["train"]
+    adapt_to_data(model, train_examples, recipe.seed)
+    constant = dataclasses.replace(recipe.optimizer, schedule="constant", schedule_options={})
+    model.compile(optimizer=make_optimizer(constant, 1, 1),
+                  loss=make_loss(recipe.loss, recipe.label_smoothing))
+    epochs = math.ceil(steps * recipe.batch_size / max(len(train_examples), 1)) + 1
+    batches = epoch_batches(train_examples, recipe.batch_size, recipe.seed,
+                            augmentation(recipe.augmentation, seed=recipe.seed), epochs=epochs)
+    return sweep(model, batches, steps=steps)
 
 
 def adapt_to_data(model: keras.Model, examples, seed: int, count: int = 5000) -> None:

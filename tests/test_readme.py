@@ -3,6 +3,8 @@
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 from kzoo.catalog import model_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,40 +23,19 @@ def _readme_tables():
     return module
 
 
-def test_model_table_is_generated_from_the_registry():
+GENERATED = {  # README marker: how bench/readme_tables.py makes what lies between its markers
+    "models": lambda tables: model_table(),
+    "results": lambda tables: tables.table(tables.load_results()),
+    "speed": lambda tables: tables.speed_table(),
+    "folders": lambda tables: tables.folder_table(),
+    "precision": lambda tables: tables.precision_table(),
+    "distributed": lambda tables: tables.distributed_table(),
+}
+
+
+@pytest.mark.parametrize("marker", GENERATED)
+def test_readme_table_is_generated_from_its_source(marker):
     readme = (ROOT / "README.md").read_text()
-    assert _between(readme, "models") == model_table(), (
-        "README's model table is stale: run python bench/readme_tables.py"
-    )
-
-
-def test_readme_tables_is_generated_from_the_bench_results():
-    readme_tables = _readme_tables()
-    readme = (ROOT / "README.md").read_text()
-    assert _between(readme, "results") == readme_tables.table(readme_tables.load_results()), (
-        "README's results table is stale: run python bench/readme_tables.py"
-    )
-
-
-def test_speed_table_is_generated_from_the_speed_results():
-    readme_tables = _readme_tables()
-    readme = (ROOT / "README.md").read_text()
-    assert _between(readme, "speed") == readme_tables.speed_table(), (
-        "README's speed table is stale: run python bench/readme_tables.py"
-    )
-
-
-def test_folder_table_is_generated_from_the_folder_benchmark():
-    readme_tables = _readme_tables()
-    readme = (ROOT / "README.md").read_text()
-    assert _between(readme, "folders") == readme_tables.folder_table(), (
-        "README's image-folder table is stale: run python bench/readme_tables.py"
-    )
-
-
-def test_precision_table_is_generated_from_the_precision_results():
-    readme_tables = _readme_tables()
-    readme = (ROOT / "README.md").read_text()
-    assert _between(readme, "precision") == readme_tables.precision_table(), (
-        "README's precision table is stale: run python bench/readme_tables.py"
+    assert _between(readme, marker) == GENERATED[marker](_readme_tables()), (
+        f"README's {marker} table is stale: run python bench/readme_tables.py"
     )

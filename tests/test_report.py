@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import kzoo
 from kzoo.evaluation import classification_metrics
 from kzoo.images import Skipped
 from kzoo.pipeline import Examples
@@ -43,9 +44,10 @@ def report(tmp_path_factory):
                "kept_epoch": {"epoch": 4, "phase": "fine-tune"},
                "finetune": {"unfreeze": 0.3}, "versions": {"kzoo": "test"}}
     skipped = [Skipped("/data/train/ants/notes.txt", "not an image (.txt file)")]
+    model = kzoo.build("cifar_convnet", num_classes=len(CLASSES), input_shape=(40, 40, 3))
     path = write_report(run_dir, validation=validation, probabilities=probabilities,
                         history=history, metrics=metrics, skipped=skipped, title="ants & bees",
-                        losses_shown=6)
+                        losses_shown=6, model=model)
     return path, labels, probabilities
 
 
@@ -53,7 +55,14 @@ def test_report_page_and_pictures(report):
     path, labels, probabilities = report
     page = path.read_text()
     sources = re.findall(r'<img [^>]*src="([^"]+)"', page)
-    assert len(sources) == 3 + 6  # curves, confusion matrix, per-class; six top losses
+    # curves, confusion matrix, per-class; six top losses, each with its Grad-CAM heatmap
+    assert len(sources) == 3 + 6 * 2
+    for rank in range(1, 7):
+        plain = np.asarray(Image.open(path.parent / f"report/top_loss_{rank:02d}.png"), "float32")
+        heat = np.asarray(Image.open(path.parent / f"report/top_loss_{rank:02d}_gradcam.png"),
+                          "float32")
+        assert heat.shape == plain.shape and np.abs(heat - plain).mean() > 5
+    assert "Grad-CAM heatmap" in page
     for source in sources:
         with Image.open(path.parent / source) as picture:
             assert picture.width > 20 and picture.height > 20
@@ -120,7 +129,7 @@ def test_report_renders_in_a_headless_browser(served, tmp_path):
     browser = _chromium()
     done = _browse(browser, tmp_path / "profile", "--virtual-time-budget=15000", "--dump-dom",
                    f"{address}/check.html")
-    assert "images loaded 9/9; sections 7" in done.stdout, done.stderr[-2000:]
+    assert "images loaded 15/15; sections 7" in done.stdout, done.stderr[-2000:]
 
     shot = tmp_path / "report.png"
     _browse(browser, tmp_path / "profile", "--window-size=1200,2400", f"--screenshot={shot}",

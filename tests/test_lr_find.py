@@ -1,0 +1,99 @@
+"""The learning-rate finder: the sweep itself, ``kzoo lr-find`` on a recipe and on a folder,
+and ``--lr auto`` on ``train`` and ``finetune``."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import yaml
+from conftest import run_cli, write_mnist_npz
+from messy_images import make_split_folder, write_mobilenet_weights
+from PIL import Image
+
+import kzoo
+from kzoo.lr_find import RULE, sweep
+from kzoo.recipes import load_recipe
+from kzoo.registry import load_model
+
+RECIPE = {
+    "model": "lenet5", "dataset": "mnist", "augmentation": "digits",
+    "optimizer": {"name": "adam", "learning_rate": 0.003, "schedule": {"name": "cosine"}},
+    "batch_size": 32, "epochs": 1, "seed": 0, "validation_split": 0.1,
+}
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lr_find")
+    write_mnist_npz(root / "data", train=320, test=64)
+    (root / "tiny.yaml").write_text(yaml.safe_dump(RECIPE))
+    return root
+
+
+def test_the_sweep_grows_the_rate_exponentially_and_stops_when_the_loss_diverges():
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 8)).astype("float32")
+    y = (x[:, 0] > 0).astype("int64")
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+    batches = [(x[i:i + 16], y[i:i + 16]) for i in range(0, 64, 16)] * 100
+    found = sweep(model, batches, start=1e-4, end=1e4, steps=300)
+    rates = np.asarray(found.rates)
+    np.testing.assert_allclose(rates[1:] / rates[:-1], (1e4 / 1e-4) ** (1 / 299), rtol=1e-9)
+    assert found.diverged and len(rates) < 300  # SGD at 1e3 blows the loss up
+    lowest = int(np.nanargmin(found.smoothed))
+    assert found.minimum == rates[lowest] and found.suggestion == pytest.approx(rates[lowest] / 10)
+    assert found.smoothed[lowest] < found.smoothed[0]  # the loss fell before it rose
+    assert found.rates[0] <= found.steepest <= found.minimum
+
+
+def test_lr_find_on_a_recipe_writes_the_plot_and_prints_the_suggestion(workspace):
+    result = run_cli("lr-find", "tiny.yaml", "--data-dir", "data", "--run-dir", "sweep",
+                     "--steps", "80", cwd=workspace)
+    assert result.returncode == 0, result.stderr
+    found = json.loads((workspace / "sweep" / "lr_find.json").read_text())
+    assert found["rule"] == RULE and 1e-7 < found["suggestion"] < 10
+    assert f"suggested learning rate {found['suggestion']:.3g}" in result.stdout
+    assert RULE in result.stdout
+    with Image.open(workspace / "sweep" / "lr_find.png") as picture:
+        pixels = np.asarray(picture.convert("RGB"))
+    assert pixels.shape[0] > 200 and pixels.std() > 10  # a plot, not a blank page
+
+
+def test_train_lr_auto_is_the_run_of_the_suggested_rate(workspace):
+    auto = run_cli("train", "tiny.yaml", "--data-dir", "data", "--run-dir", "auto", "--lr",
+                   "auto", "--quiet", cwd=workspace)
+    assert auto.returncode == 0, auto.stderr
+    metrics = json.loads((workspace / "auto" / "metrics.json").read_text())
+    rate = metrics["learning_rate_finder"]["suggestion"]
+    assert load_recipe(workspace / "auto" / "recipe.yaml").optimizer.learning_rate == rate
+    assert (workspace / "auto" / "lr_find.png").is_file()
+    assert "learning-rate finder suggests" in auto.stdout
+    given = run_cli("train", "tiny.yaml", "--data-dir", "data", "--run-dir", "given", "--lr",
+                    repr(rate), "--quiet", cwd=workspace)
+    assert given.returncode == 0, given.stderr
+    for first, second in zip(load_model(str(workspace / "auto" / "model.keras")).get_weights(),
+                             load_model(str(workspace / "given" / "model.keras")).get_weights()):
+        np.testing.assert_allclose(first, second, atol=1e-6)
+
+
+def test_finetune_lr_auto_and_lr_find_on_a_folder(tmp_path):
+    folder = make_split_folder(tmp_path / "photos", train=8, val=3)
+    weights = write_mobilenet_weights(tmp_path / "mobilenet.weights.h5")
+    tiny = {"backbone": "mobilenet_v2", "image_size": 64, "model_options": {"alpha": 0.35},
+            "weights": str(weights), "batch_size": 8, "head_epochs": 1}
+    result = kzoo.fine_tune(folder, learning_rate="auto", epochs=1, run_dir=tmp_path / "run",
+                            verbose=0, **tiny)
+    rate = result.metrics["learning_rate_finder"]["suggestion"]
+    assert load_recipe(tmp_path / "run" / "recipe.yaml").optimizer.learning_rate == rate
+    assert (tmp_path / "run" / "lr_find.png").is_file()
+
+    found = kzoo.lr_find(folder, run_dir=tmp_path / "sweep", verbose=0, head_epochs=1,
+                         **{key: value for key, value in tiny.items() if key != "head_epochs"})
+    assert found["rule"] == RULE and found["run_dir"] == tmp_path / "sweep"
+    assert (tmp_path / "sweep" / "lr_find.png").is_file()
+    assert not (tmp_path / "sweep" / "model.keras").exists()  # the sweep alone, no training
