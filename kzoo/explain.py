@@ -1,8 +1,8 @@
 """Grad-CAM: where in an image a classifier looked for a class (Selvaraju et al., 2017).
 
 The gradient of the class's score (its logit, before the softmax) with respect to the model's
-last feature map (the last layer output that still has rows and columns: the backbone's of a
-pretrained model, the last convolution block's of LeNet-5 or a CIFAR net) gives each channel a
+last feature map (the last tensor that still has rows and columns: the backbone's output in a
+pretrained model, the last convolution block's in LeNet-5 or a CIFAR net) gives each channel a
 weight, the gradient's mean over the map. The weighted sum of the channels, kept where it is
 positive and scaled to [0, 1], is the heatmap, resized to the image.
 
@@ -22,25 +22,28 @@ import numpy as np
 from kzoo.errors import KzooError
 
 
-def feature_layer(model: keras.Model) -> keras.layers.Layer:
-    """The last layer whose output is a feature map (rank 4, more than one pixel a side) made
-    by a convolution or a nested backbone at or before it; not the input or its rescaling."""
+def feature_map(model: keras.Model):
+    """The model's last feature map: the last input of one of its layers that has rows and
+    columns (rank 4, more than one pixel a side) and comes after a convolution or a nested
+    backbone: what its pooling or flattening layer takes. Taken as a layer's input, it is the
+    tensor of this model's graph, also where a nested backbone makes it."""
     learned = False
-    candidate = None
+    found = None
     for layer in model.layers:
+        try:
+            tensor = layer.input
+        except (AttributeError, ValueError):  # an input layer, or a layer used twice
+            tensor = None
+        shape = getattr(tensor, "shape", ())
+        if learned and len(shape) == 4 and (shape[1] or 0) > 1 and (shape[2] or 0) > 1:
+            found = tensor
         kernel = getattr(layer, "kernel", None)
         if isinstance(layer, keras.Model) or (kernel is not None and len(kernel.shape) == 4):
             learned = True
-        try:
-            shape = layer.output.shape
-        except (AttributeError, ValueError):  # a layer used twice has no single output
-            continue
-        if learned and len(shape) == 4 and (shape[1] or 0) > 1 and (shape[2] or 0) > 1:
-            candidate = layer
-    if candidate is None:
+    if found is None:
         raise KzooError(f"model {model.name!r} has no convolutional feature map to explain; "
                         "Grad-CAM needs a convolutional model (not an MLP or a linear model)")
-    return candidate
+    return found
 
 
 def _logits(model: keras.Model) -> tuple[keras.layers.Layer, Callable | None]:
@@ -72,9 +75,8 @@ def grad_cam(model: keras.Model, images: np.ndarray,
                         f"KERAS_BACKEND=tensorflow (the default), not {keras.backend.backend()}")
     import tensorflow as tf
 
-    features = feature_layer(model)
     scored, to_logits = _logits(model)
-    outputs = [features.output, scored.input if to_logits else model.output, model.output]
+    outputs = [feature_map(model), scored.input if to_logits else model.output, model.output]
     parts = keras.Model(model.inputs, outputs)
     images = tf.convert_to_tensor(np.asarray(images, dtype="float32"))
     with tf.GradientTape() as tape:

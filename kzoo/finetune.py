@@ -49,7 +49,7 @@ from kzoo.files import write_csv, write_json
 from kzoo.flops import steps_per_execution_for
 from kzoo.folders import scratch_dir
 from kzoo.images import describe_skipped
-from kzoo.lr_find import RULE, STEPS, LRFind, sweep, write_sweep
+from kzoo.lr_range import RULE, STEPS, LRFind, sweep, write_sweep
 from kzoo.models.blocks import ClassifierInfo, with_classifier_info
 from kzoo.optimizers import (
     class_weights,
@@ -459,7 +459,7 @@ def fine_tune(
     ``num_processes``, ``process_id`` and ``devices`` spread the fine-tuning phase over
     processes and devices as in :func:`kzoo.train` (:mod:`kzoo.distributed`); the head phase,
     on cached features, runs whole on every process. ``learning_rate="auto"`` runs the
-    learning-rate finder (:mod:`kzoo.lr_find`) on the model with its head trained and its top
+    learning-rate finder (:mod:`kzoo.lr_range`) on the model with its head trained and its top
     unfrozen, then fine-tunes at the suggestion; with ``sweep_only`` the run stops there (``kzoo
     lr-find FOLDER``).
 

@@ -22,6 +22,7 @@ predictions.
 from __future__ import annotations
 
 import html
+import math
 import os
 import shutil
 import time
@@ -77,9 +78,13 @@ def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
 
 
 def linear_head_probabilities(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
-                              num_classes: int, seed: int, epochs: int = 40) -> np.ndarray:
-    """A linear softmax head (standardized features, light L2) trained on ``train_x``: its
-    probabilities of ``test_x``."""
+                              num_classes: int, seed: int, epochs: int = 40,
+                              min_steps: int = 500, batch_size: int = 64) -> np.ndarray:
+    """A linear softmax head (standardized features, light L2) trained on ``train_x`` for
+    ``epochs``, or at least ``min_steps`` steps on a small folder, in one pass over a shuffled,
+    repeated dataset: its probabilities of ``test_x``."""
+    import tensorflow as tf
+
     keras.utils.set_random_seed(seed)
     normalize = keras.layers.Normalization()
     normalize.adapt(train_x)
@@ -88,8 +93,11 @@ def linear_head_probabilities(train_x: np.ndarray, train_y: np.ndarray, test_x: 
         keras.layers.Dense(num_classes, activation="softmax",
                            kernel_regularizer=keras.regularizers.L2(1e-3)),
     ])
-    head.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
-    head.fit(train_x, train_y, batch_size=64, epochs=epochs, verbose=0, shuffle=True)
+    head.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    steps = max(epochs * math.ceil(len(train_x) / batch_size), min_steps)
+    batches = (tf.data.Dataset.from_tensor_slices((train_x, train_y))
+               .shuffle(len(train_x), seed=seed).repeat().batch(batch_size))
+    head.fit(batches, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
     return np.asarray(head.predict(test_x, batch_size=1024, verbose=0), dtype="float64")
 
 

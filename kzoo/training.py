@@ -28,7 +28,7 @@ from kzoo.files import write_csv, write_json
 from kzoo.finetune import fine_tune
 from kzoo.flops import steps_per_execution_for, training_flops
 from kzoo.losses import make_loss
-from kzoo.lr_find import RULE, STEPS, LRFind, sweep, write_sweep
+from kzoo.lr_range import RULE, STEPS, LRFind, sweep, write_sweep
 from kzoo.optimizers import class_weights, make_optimizer
 from kzoo.pipeline import epoch_batches, make_pipeline
 from kzoo.precision import precision_policy
@@ -159,7 +159,7 @@ def train(
     of the final evaluation, :mod:`kzoo.tta`) and ``steps_per_execution`` (an integer, or
     ``"auto"``: :func:`kzoo.flops.auto_steps_per_execution`) override the recipe's.
 
-    ``learning_rate="auto"`` runs the learning-rate finder (:mod:`kzoo.lr_find`) first, on a
+    ``learning_rate="auto"`` runs the learning-rate finder (:mod:`kzoo.lr_range`) first, on a
     copy of the model, and trains at its suggestion; the run is then the run of that rate.
 
     ``coordinator`` (``HOST:PORT``), ``num_processes`` and ``process_id`` train one model
@@ -388,7 +388,7 @@ def lr_find(
     verbose: str | int = "auto",
     **folder_options: Any,
 ) -> dict[str, Any]:
-    """Run the learning-rate finder (:mod:`kzoo.lr_find`) on a recipe (a name, a YAML path or
+    """Run the learning-rate finder (:mod:`kzoo.lr_range`) on a recipe (a name, a YAML path or
     a :class:`Recipe`), or on an image folder: then on its fine-tuning phase, after the head
     phase, with ``folder_options`` as :func:`kzoo.fine_tune` takes them. Writes ``lr_find.png``
     and ``lr_find.json`` into ``run_dir`` (default ``runs/lr-find-NAME-TIME``) and returns the
@@ -424,7 +424,7 @@ def lr_find(
 
 
 def learning_rate_sweep(recipe: Recipe, splits: Splits, steps: int = STEPS) -> LRFind:
-    """The learning-rate finder's sweep (:func:`kzoo.lr_find.sweep`) on a model of its own,
+    """The learning-rate finder's sweep (:func:`kzoo.lr_range.sweep`) on a model of its own,
     built, adapted and fed as the run's would be, with the recipe's optimizer at a constant
     rate."""
     model = build_for(recipe, splits)

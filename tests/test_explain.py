@@ -11,7 +11,7 @@ from PIL import Image
 
 import kzoo
 from kzoo.errors import KzooError
-from kzoo.explain import explain, feature_layer, grad_cam
+from kzoo.explain import explain, feature_map, grad_cam
 from kzoo.registry import get_spec, list_models
 from kzoo.runs import save_model
 
@@ -39,7 +39,7 @@ def test_every_registered_image_model_gets_a_heatmap_or_a_clear_refusal(name):
     assert heatmaps.shape == (2, *shape[:2])
     assert np.isfinite(heatmaps).all() and heatmaps.min() >= 0 and heatmaps.max() <= 1
     assert probabilities.shape == (2, 3)
-    assert len(feature_layer(model).output.shape) == 4
+    assert len(feature_map(model).shape) == 4
 
 
 def patch_images(count: int, rng, with_patch: np.ndarray) -> np.ndarray:
@@ -60,7 +60,8 @@ def patch_model():
     labels = rng.integers(0, 2, 1200)
     images = patch_images(1200, rng, labels == 1).astype("float32")
     model = kzoo.build("lenet5", num_classes=2)
-    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy", ["accuracy"])
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
     history = model.fit(images, labels, batch_size=64, epochs=4, verbose=0)
     assert history.history["accuracy"][-1] > 0.95  # it learned the square
     return model

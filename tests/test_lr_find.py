@@ -14,7 +14,7 @@ from messy_images import make_split_folder, write_mobilenet_weights
 from PIL import Image
 
 import kzoo
-from kzoo.lr_find import RULE, sweep
+from kzoo.lr_range import RULE, sweep
 from kzoo.recipes import load_recipe
 from kzoo.registry import load_model
 

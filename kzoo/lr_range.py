@@ -1,6 +1,7 @@
-"""The learning-rate finder (Smith, "Cyclical Learning Rates for Training Neural Networks",
-2017; fastai's ``lr_find``): train for a few hundred steps while the learning rate grows
-exponentially, record every step's loss, stop once the loss diverges, and suggest a rate.
+"""The learning-rate finder, or range test (Smith, "Cyclical Learning Rates for Training
+Neural Networks", 2017; fastai's ``lr_find``): train for a few hundred steps while the
+learning rate grows exponentially, record every step's loss, stop once the loss diverges, and
+suggest a rate.
 
 The rule: **a tenth of the rate at which the smoothed loss is lowest**. At that rate the loss
 still falls, and ten times below it training is stable. The rate of steepest descent of the
