@@ -231,6 +231,38 @@ def distributed_table() -> str:
     return "\n".join(lines)
 
 
+def label_audit_table() -> str:
+    """Precision and recall of ``kzoo audit --labels`` on folders with known flipped labels,
+    from bench/results/label_audit.json."""
+    doc = json.loads((RESULTS / "label_audit.json").read_text())
+    lines = ["| folder | images | flipped | precision at N = flipped | recall at N | flagged "
+             "in all | recall of all flagged | suggested label right | audit time |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, row in doc["results"].items():
+        lines.append(f"| {name} | {row['images']:,} | {row['flipped']} | "
+                     f"{row['precision_at_n']:.2f} | {row['recall_at_n']:.2f} | {row['flagged']} "
+                     f"| {row['recall_all']:.2f} | {row['suggested_is_true_class']:.0%} | "
+                     f"{row['seconds']:.0f} s |")
+    lines += ["", (f"`{doc['command']}` ({doc['fraction_flipped']:.0%} of each folder's labels "
+                   f"flipped, seed {doc['seed']}; {doc['backbone']}, {doc['folds']} folds).")]
+    return "\n".join(lines)
+
+
+def lr_auto_table() -> str:
+    """Each recipe at its own learning rate against ``--lr auto``, from
+    bench/results/lr_auto.json."""
+    doc = json.loads((RESULTS / "lr_auto.json").read_text())
+    lines = ["| recipe | recipe's rate | accuracy | `--lr auto` rate | accuracy | held-out split |",
+             "|---|---|---|---|---|---|"]
+    for name, row in doc["results"].items():
+        given, auto = row["recipe_rate"], row["lr_auto"]
+        lines.append(f"| `{name}` | {given['learning_rate']:.3g} | {given['accuracy']:.2%} | "
+                     f"{auto['learning_rate']:.3g} | {auto['accuracy']:.2%} | "
+                     f"{given['accuracy_split']} |")
+    lines += ["", f"`{doc['command']}` (seed 0, one run each)."]
+    return "\n".join(lines)
+
+
 def updated_readme(text: str) -> str:
     from kzoo.catalog import model_table
 
@@ -239,6 +271,8 @@ def updated_readme(text: str) -> str:
     text = replace_between_markers(text, "folders", folder_table())
     text = replace_between_markers(text, "precision", precision_table())
     text = replace_between_markers(text, "distributed", distributed_table())
+    text = replace_between_markers(text, "label_audit", label_audit_table())
+    text = replace_between_markers(text, "lr_auto", lr_auto_table())
     return replace_between_markers(text, "speed", speed_table())
 
 

@@ -5,9 +5,11 @@ suggest a rate.
 
 The rule: **a tenth of the rate at which the smoothed loss is lowest**. At that rate the loss
 still falls, and ten times below it training is stable. The rate of steepest descent of the
-smoothed loss is recorded as well. The loss is smoothed with an exponential moving average
-(0.98, bias-corrected, as fastai does). The sweep stops once the smoothed loss exceeds four
-times its lowest value, or is no longer finite.
+smoothed loss is recorded as well. The curve the rule reads is smoothed by a centred moving
+average over 11 steps, after the sweep: an exponential average, as fastai uses, lags behind a
+loss that turns, and put LeNet-5's minimum a decade too high. While the sweep runs, a
+bias-corrected exponential average (0.9) watches for divergence: the sweep stops once it
+exceeds four times its lowest value, or is no longer finite.
 
 >>> found = sweep(model, batches)          # model compiled with a constant-rate optimizer
 >>> found.suggestion, found.rule
@@ -24,8 +26,9 @@ import numpy as np
 
 RULE = "a tenth of the rate at which the smoothed loss is lowest"
 START, END, STEPS = 1e-7, 10.0, 200
-DIVERGENCE = 4.0  # stop once the smoothed loss passes this multiple of its lowest value
-SMOOTHING = 0.98
+DIVERGENCE = 4.0  # stop once the running loss passes this multiple of its lowest value
+RUNNING = 0.9  # the exponential average that watches for divergence during the sweep
+WINDOW = 11  # steps of the centred moving average the suggestion reads
 
 
 @dataclass
@@ -34,8 +37,21 @@ class LRFind:
 
     rates: list[float] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
-    smoothed: list[float] = field(default_factory=list)
     diverged: bool = False
+
+    @property
+    def smoothed(self) -> list[float]:
+        """Each step's loss averaged over the ``WINDOW`` steps centred on it (fewer at the
+        ends); not-finite losses left out."""
+        values = np.asarray(self.losses, dtype="float64")
+        finite = np.isfinite(values)
+        half = WINDOW // 2
+        out = []
+        for index in range(len(values)):
+            window = slice(max(0, index - half), index + half + 1)
+            kept = values[window][finite[window]]
+            out.append(float(kept.mean()) if len(kept) else math.nan)
+        return out
 
     @property
     def minimum(self) -> float:
@@ -68,7 +84,7 @@ def sweep(model: keras.Model, batches, start: float = START, end: float = END,
     ``batches`` (an iterable of ``(x, y)``) at rates growing from ``start`` to ``end``; the
     model's weights are changed."""
     found = LRFind()
-    average = best = math.inf
+    best = math.inf
     running = 0.0
     for step, (images, labels) in enumerate(batches):
         if step == steps:
@@ -77,16 +93,15 @@ def sweep(model: keras.Model, batches, start: float = START, end: float = END,
         model.optimizer.learning_rate = rate
         model.reset_metrics()  # the step's own loss, not a running mean
         loss = float(model.train_on_batch(images, labels, return_dict=True)["loss"])
-        running = SMOOTHING * running + (1 - SMOOTHING) * loss
-        average = running / (1 - SMOOTHING ** (step + 1))
+        running = RUNNING * running + (1 - RUNNING) * loss
+        average = running / (1 - RUNNING ** (step + 1))
         found.rates.append(rate)
         found.losses.append(loss)
-        found.smoothed.append(average if math.isfinite(average) else math.nan)
         best = min(best, average) if math.isfinite(average) else best
         if not math.isfinite(average) or average > DIVERGENCE * best:
             found.diverged = True
             break
-    if not found.smoothed or all(math.isnan(value) for value in found.smoothed):
+    if not any(math.isfinite(value) for value in found.losses):
         from kzoo.errors import KzooError
 
         raise KzooError("the learning-rate sweep has no finite loss to go by; check the data "

@@ -30,6 +30,8 @@ GENERATED = {  # README marker: how bench/readme_tables.py makes what lies betwe
     "folders": lambda tables: tables.folder_table(),
     "precision": lambda tables: tables.precision_table(),
     "distributed": lambda tables: tables.distributed_table(),
+    "label_audit": lambda tables: tables.label_audit_table(),
+    "lr_auto": lambda tables: tables.lr_auto_table(),
 }
 
 
