@@ -105,17 +105,18 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, strength: float = 0.45) -> n
 
 
 def save_explanation(path: Path, image: np.ndarray, heatmap: np.ndarray,
-                     top: Sequence[tuple[str, float]], title: str = "") -> Path:
-    """One PNG: the image, the heatmap over it, and the top classes with their
-    probabilities."""
+                     top: Sequence[tuple[str, float]], target: str, title: str = "") -> Path:
+    """One PNG: the image (``title`` above it), the heatmap for class ``target`` over it, and
+    the top classes with their probabilities."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(6.4, 3.6), dpi=100, layout="constrained")
     left, right = figure.subplots(1, 2)
     left.imshow(image if image.shape[-1] == 3 else image[..., 0], cmap="gray")
-    left.set_title(title or "image", fontsize=9)
+    left.set_title(title if len(title) <= 44 else "..." + title[-41:], fontsize=9)
     right.imshow(overlay(image, heatmap))
-    right.set_title("Grad-CAM: " + ", ".join(f"{name} {p:.2f}" for name, p in top), fontsize=9)
+    right.set_title(f"Grad-CAM for {target}; " + ", ".join(f"{name} {p:.2f}" for name, p in top),
+                    fontsize=9)
     for axis in (left, right):
         axis.set_axis_off()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -159,10 +160,9 @@ def explain(source: str | os.PathLike | keras.Model, inputs: Sequence[str | os.P
             order = np.argsort(-probabilities[row], kind="stable")[:min(top_k, len(names))]
             path = Path(chunk[index])
             target = output / _unused_name(path, set(written.values()), output)
-            shown = class_name or names[int(order[0])]
             save_explanation(target, images[row], heatmaps[row],
                              [(names[i], float(probabilities[row][i])) for i in order],
-                             title=f"{path.name}: where the model sees {shown}")
+                             class_name or names[int(order[0])], title=path.name)
             written[str(path)] = target
     for path, reason in entries:
         results.append((path, written.get(path), None if path in written
