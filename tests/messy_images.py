@@ -100,18 +100,21 @@ def write_mobilenet_weights(path: Path, side: int = 64) -> Path:
 def write_informative_mobilenet_weights(path: Path, images: np.ndarray, side: int = 64) -> Path:
     """A MobileNetV2 (alpha 0.35) no-top weights file whose random features still tell
     images apart: each BatchNorm's statistics are those of its input on ``images`` (uint8,
-    ``side`` pixels), layer by layer, so the signal is neither lost nor saturated on the way
-    up; a stand-in for ImageNet weights where the features must mean something."""
+    ``side`` pixels), every layer below already normalized so, so the signal is neither lost
+    nor saturated on the way up; a stand-in for ImageNet weights where the features must mean
+    something."""
     import keras
 
     keras.utils.set_random_seed(0)
     backbone = keras.applications.MobileNetV2(alpha=0.35, include_top=False, weights=None,
                                               input_shape=(side, side, 3))
     scaled = np.asarray(images, "float32") / 127.5 - 1  # the builder's own input scaling
-    for layer in backbone.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            seen = keras.Model(backbone.input, layer.input).predict(scaled, verbose=0)
-            layer.moving_mean.assign(seen.mean(axis=(0, 1, 2)))
-            layer.moving_variance.assign(seen.var(axis=(0, 1, 2)) + 1e-3)
+    batchnorms = [layer for layer in backbone.layers
+                  if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in batchnorms:  # one pass in training mode: moving statistics := the batch's
+        layer.momentum = 0.0
+    backbone(scaled, training=True)
+    for layer in batchnorms:
+        layer.momentum = 0.99
     backbone.save_weights(path)
     return path
