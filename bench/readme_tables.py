@@ -235,8 +235,8 @@ def label_audit_table() -> str:
     """Precision and recall of ``kzoo audit --labels`` on folders with known flipped labels,
     from bench/results/label_audit.json."""
     doc = json.loads((RESULTS / "label_audit.json").read_text())
-    lines = ["| folder | images | flipped | precision at N = flipped | recall at N | flagged "
-             "in all | recall of all flagged | suggested label right | audit time |",
+    lines = [("| folder | images | flipped | precision at N = flipped | recall at N | flagged "
+              "in all | recall of all flagged | suggested label right | audit time |"),
              "|---|---|---|---|---|---|---|---|---|"]
     for name, row in doc["results"].items():
         lines.append(f"| {name} | {row['images']:,} | {row['flipped']} | "
