@@ -12,7 +12,7 @@ Folders (copied into a scratch folder, never modified in place):
 A seeded 5 % of the images are moved into another class's folder (a random other class). The
 audit uses MobileNetV2 1.0 with the ImageNet weights in ``DATA_DIR/weights/``
 (``mobilenet_v2_1.0_224_dequantized_no_top.h5``) at 224 px, 5 folds. Reported: precision and
-recall of the top N flagged images, N = the number flipped (the issue's target: precision >=
+recall of the top N flagged images, N = the number flipped (the aim: precision >=
 0.8 there), and of the whole flagged set, with the suggested label's accuracy on the flips.
 
 Results: bench/results/label_audit.json.
