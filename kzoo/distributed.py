@@ -126,6 +126,10 @@ class Distributed:
     def on_jax(self) -> bool:
         return self.engine is not None and hasattr(self.engine, "device_mesh")
 
+    def summary(self) -> dict[str, int]:
+        """What a run's ``metrics.json`` records: processes and devices in all."""
+        return {"processes": self.cluster.num_processes, "devices": self.replicas}
+
     def describe(self) -> str:
         processes = self.cluster.num_processes
         if self.replicas == 1:

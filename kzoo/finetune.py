@@ -53,6 +53,7 @@ from kzoo.lr_range import RULE, STEPS, LRFind, sweep, write_sweep
 from kzoo.models.blocks import ClassifierInfo, with_classifier_info
 from kzoo.optimizers import (
     class_weights,
+    constant_rate,
     discriminative_multipliers,
     make_optimizer,
     with_lr_multipliers,
@@ -70,6 +71,7 @@ from kzoo.runs import (
     save_run_recipe,
     seed_everything,
     start_run_dir,
+    worker_result,
     write_history,
 )
 from kzoo.tta import predict_with_tta, scores
@@ -341,12 +343,9 @@ def train_top(
     train, validation = splits.examples["train"], splits.examples["validation"]
     unfrozen = unfreeze_top(model, settings.unfreeze)
     steps = math.ceil(len(train) / recipe.batch_size)
-    multipliers = {**settings.lr_multipliers,
-                   **discriminative_multipliers(unfrozen, settings.discriminative_lr)}
     with distributed.scope():  # the optimizer's variables too
-        optimizer = make_optimizer(recipe.optimizer, steps, recipe.epochs)
-        if multipliers:
-            optimizer = with_lr_multipliers(optimizer, multipliers)
+        optimizer = fine_tuning_optimizer(recipe.optimizer, settings, unfrozen, steps,
+                                          recipe.epochs)
         model.compile(optimizer=optimizer, loss=LOSS, metrics=["accuracy"],
                       steps_per_execution=distributed.steps_per_execution(steps_per_execution_for(
                           recipe.steps_per_execution, model, recipe.batch_size, steps)))
@@ -370,6 +369,16 @@ def train_top(
 # --- the run ----------------------------------------------------------------------------------------
 
 
+def fine_tuning_optimizer(config: Optimizer, settings: FineTune, unfrozen, steps_per_epoch: int,
+                          epochs: int) -> keras.optimizers.Optimizer:
+    """Phase two's optimizer: ``config``'s, with the recipe's per-variable multipliers and the
+    discriminative ones of the ``unfrozen`` layers."""
+    optimizer = make_optimizer(config, steps_per_epoch, epochs)
+    multipliers = {**settings.lr_multipliers,
+                   **discriminative_multipliers(unfrozen, settings.discriminative_lr)}
+    return with_lr_multipliers(optimizer, multipliers) if multipliers else optimizer
+
+
 def fine_tuning_sweep(model: keras.Model, splits: Splits, recipe: Recipe, augment,
                       steps: int = STEPS) -> LRFind:
     """The learning-rate finder's sweep for phase two: the top of the backbone unfrozen, the
@@ -377,12 +386,7 @@ def fine_tuning_sweep(model: keras.Model, splits: Splits, recipe: Recipe, augmen
     batches. The model's weights are put back afterwards."""
     settings = recipe.finetune
     unfrozen = unfreeze_top(model, settings.unfreeze)
-    constant = dataclasses.replace(recipe.optimizer, schedule="constant", schedule_options={})
-    optimizer = make_optimizer(constant, 1, 1)
-    multipliers = {**settings.lr_multipliers,
-                   **discriminative_multipliers(unfrozen, settings.discriminative_lr)}
-    if multipliers:
-        optimizer = with_lr_multipliers(optimizer, multipliers)
+    optimizer = fine_tuning_optimizer(constant_rate(recipe.optimizer), settings, unfrozen, 1, 1)
     weights = model.get_weights()
     model.compile(optimizer=optimizer, loss=LOSS)
     batches = make_pipeline(splits.examples["train"], recipe.batch_size,
@@ -549,10 +553,7 @@ def _fine_tune(recipe: Recipe, data_dir, run_dir, verbose, distributed: Distribu
     top = train_top(model, splits, recipe, augment, verbose, baseline=head.kept_scores,
                     distributed=distributed)
     if not chief:
-        print(f"kzoo: process {distributed.cluster.process_id} done; process 0 writes the "
-              f"results into {run_dir}")
-        return TrainResult(model, {}, {"status": "completed", "kind": "finetune",
-                                       "process_id": distributed.cluster.process_id}, run_dir)
+        return worker_result("finetune", model, run_dir, distributed.cluster.process_id)
     history = _merge_history([("head", head.history), ("fine-tune", top.history)])
     write_history(history, run_dir / "history.csv")
     if history["loss"] and not math.isfinite(history["loss"][-1]) and not recipe.finetune.keep_best:
@@ -585,12 +586,10 @@ def _fine_tune(recipe: Recipe, data_dir, run_dir, verbose, distributed: Distribu
         data={**splits.scan.stats.to_dict(),
               "in_memory": not any(streams(part) for part in splits.examples.values())},
         finetune=dataclasses.asdict(recipe.finetune), class_weight=recipe.class_weight,
-        distribution={"processes": distributed.cluster.num_processes,
-                      "devices": distributed.replicas},
+        distribution=distributed.summary(),
     )
     if found is not None:
-        metrics["learning_rate_finder"] = {key: value for key, value in found.to_dict().items()
-                                           if key in ("suggestion", "rule", "minimum", "steepest")}
+        metrics["learning_rate_finder"] = found.summary()
     write_json(run_dir / "metrics.json", metrics)
     write_csv(run_dir / "confusion_matrix.csv", ["true\\predicted", *class_names],
               ([name, *row] for name, row in zip(class_names, metrics["validation"]["confusion_matrix"])))

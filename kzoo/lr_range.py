@@ -72,9 +72,14 @@ class LRFind:
         slopes = np.gradient(np.asarray(self.smoothed[:end]), np.log10(self.rates[:end]))
         return self.rates[int(np.argmin(slopes))]
 
-    def to_dict(self) -> dict:
+    def summary(self) -> dict:
+        """What a run records of its sweep: the suggestion, its rule, the minimum, the steepest
+        descent."""
         return {"suggestion": self.suggestion, "rule": RULE, "minimum": self.minimum,
-                "steepest": self.steepest, "diverged": self.diverged, "steps": len(self.rates),
+                "steepest": self.steepest}
+
+    def to_dict(self) -> dict:
+        return {**self.summary(), "diverged": self.diverged, "steps": len(self.rates),
                 "rates": self.rates, "losses": self.losses, "smoothed": self.smoothed}
 
 

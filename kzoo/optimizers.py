@@ -7,6 +7,7 @@ multipliers (discriminative learning rates, which Keras lacks), and class weight
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -70,6 +71,12 @@ class Triangle(keras.optimizers.schedules.LearningRateSchedule):
     def get_config(self):
         return {"rate": self.rate, "total_steps": self.total_steps, "start": self.start,
                 "peak": self.peak, "end": self.end}
+
+
+def constant_rate(config: Optimizer) -> Optimizer:
+    """``config`` with its schedule taken off: the learning rate stays what it is set to (the
+    learning-rate finder sets it step by step)."""
+    return dataclasses.replace(config, schedule="constant", schedule_options={})
 
 
 def class_weights(recipe: Recipe, labels: np.ndarray, num_classes: int) -> dict[int, float] | None:

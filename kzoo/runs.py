@@ -221,6 +221,14 @@ def _save_keras(model: keras.Model, partial: Path) -> None:
     os.replace(partial.with_suffix(".keras"), partial)
 
 
+def worker_result(kind: str, model: keras.Model, run_dir: Path, process_id: int) -> TrainResult:
+    """What a process other than process 0 of a cluster returns once its part of a run is
+    done: process 0 writes the run directory."""
+    print(f"kzoo: process {process_id} done; process 0 writes the results into {run_dir}")
+    return TrainResult(model, {}, {"status": "completed", "kind": kind,
+                                   "process_id": process_id}, run_dir)
+
+
 def write_history(history: Mapping[str, Sequence[Any]], path: Path) -> None:
     write_csv(path, list(history), zip(*history.values()))
 

@@ -29,7 +29,7 @@ from kzoo.finetune import fine_tune
 from kzoo.flops import steps_per_execution_for, training_flops
 from kzoo.losses import make_loss
 from kzoo.lr_range import RULE, STEPS, LRFind, sweep, write_sweep
-from kzoo.optimizers import class_weights, make_optimizer
+from kzoo.optimizers import class_weights, constant_rate, make_optimizer
 from kzoo.pipeline import epoch_batches, make_pipeline
 from kzoo.precision import precision_policy
 from kzoo.recipes import Recipe, load_recipe
@@ -44,6 +44,7 @@ from kzoo.runs import (
     save_model,
     seed_everything,
     start_run_dir,
+    worker_result,
 )
 from kzoo.tta import predict_with_tta, scores
 
@@ -290,10 +291,7 @@ def _train(recipe: Recipe, precision: str, distributed: Distributed, *, data_dir
         ) from None
     wall_time = time.perf_counter() - started
     if not chief:
-        print(f"kzoo: process {distributed.cluster.process_id} done; process 0 writes the "
-              f"results into {run_dir}")
-        return TrainResult(model, {}, {"status": "completed", "kind": "train",
-                                       "process_id": distributed.cluster.process_id}, run_dir)
+        return worker_result("train", model, run_dir, distributed.cluster.process_id)
 
     status = "completed"
     if keep_good.nan_epoch is not None:
@@ -320,12 +318,10 @@ def _train(recipe: Recipe, precision: str, distributed: Distributed, *, data_dir
         data_dir=data_dir, status=status,
     )
     metrics.update(steps_per_execution=steps_per_execution,
-                   distribution={"processes": distributed.cluster.num_processes,
-                                 "devices": distributed.replicas},
+                   distribution=distributed.summary(),
                    training_flops=training_flops(model, splits.sizes["train"]) * recipe.epochs)
     if found is not None:
-        metrics["learning_rate_finder"] = {key: value for key, value in found.to_dict().items()
-                                           if key in ("suggestion", "rule", "minimum", "steepest")}
+        metrics["learning_rate_finder"] = found.summary()
     metrics.update(evaluate_run(model, recipe, splits, run_dir))
     metrics.update(
         epochs_run=len(history.get("epoch", [])),
@@ -430,8 +426,7 @@ def learning_rate_sweep(recipe: Recipe, splits: Splits, steps: int = STEPS) -> L
     model = build_for(recipe, splits)
     train_examples = splits.examples["train"]
     adapt_to_data(model, train_examples, recipe.seed)
-    constant = dataclasses.replace(recipe.optimizer, schedule="constant", schedule_options={})
-    model.compile(optimizer=make_optimizer(constant, 1, 1),
+    model.compile(optimizer=make_optimizer(constant_rate(recipe.optimizer), 1, 1),
                   loss=make_loss(recipe.loss, recipe.label_smoothing))
     epochs = math.ceil(steps * recipe.batch_size / max(len(train_examples), 1)) + 1
     batches = epoch_batches(train_examples, recipe.batch_size, recipe.seed,
