@@ -142,6 +142,20 @@ class Distributed:
         loop fails there (a placeholder left unfed in its while loop), so one step a call."""
         return 1 if self.engine is not None and not self.on_jax else wanted
 
+    @contextlib.contextmanager
+    def stopping_together(self, advice: str) -> Iterator[None]:
+        """Turn the error a collective raises when another process of the cluster is gone
+        into one line naming what happened and ``advice``: what to run next."""
+        try:
+            yield
+        except Exception as error:
+            if not lost_peer(error):
+                raise
+            raise KzooError(
+                f"process {self.cluster.process_id} of {self.cluster.num_processes}: another "
+                f"process of the run stopped ({str(error).splitlines()[0][:200]}), so this one "
+                f"stops too. {advice}") from None
+
     def scope(self) -> contextlib.AbstractContextManager:
         """Where the model, its optimizer and its training are made: replicated over the
         devices."""

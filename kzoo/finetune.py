@@ -354,7 +354,9 @@ def train_top(
           f"({trainable:,} trainable parameters) for {recipe.epochs} epochs")
     callbacks, keep = _callbacks(recipe, baseline)
     started = time.perf_counter()
-    with distributed.scope():
+    together = distributed.stopping_together(
+        "Fine-tuning runs cannot be resumed: start the run again on every process")
+    with together, distributed.scope():
         history = model.fit(
             distributed.shard(make_pipeline(train, recipe.batch_size, shuffle_seed=recipe.seed,
                                             augment=augment)),
@@ -445,6 +447,7 @@ def fine_tune(
     process_id: int | None = None,
     devices: str | int | None = None,
     sweep_only: bool = False,
+    sweep_steps: int = STEPS,
 ) -> TrainResult:
     """Fine-tune a pretrained backbone on a class-per-folder image tree; see the module doc.
 
@@ -464,8 +467,8 @@ def fine_tune(
     processes and devices as in :func:`kzoo.train` (:mod:`kzoo.distributed`); the head phase,
     on cached features, runs whole on every process. ``learning_rate="auto"`` runs the
     learning-rate finder (:mod:`kzoo.lr_range`) on the model with its head trained and its top
-    unfrozen, then fine-tunes at the suggestion; with ``sweep_only`` the run stops there (``kzoo
-    lr-find FOLDER``).
+    unfrozen (``sweep_steps`` steps), then fine-tunes at the suggestion; with ``sweep_only`` the
+    run stops there (``kzoo lr-find FOLDER``).
 
     >>> model, history, metrics, run_dir = kzoo.fine_tune("ants_bees/", backbone="mobilenet_v2")
     """
@@ -486,11 +489,12 @@ def fine_tune(
     distributed = start(cluster)
     with precision_policy(recipe.precision):
         return _fine_tune(recipe, data_dir, run_dir, verbose, distributed,
-                          find_rate=find_rate, sweep_only=sweep_only)
+                          find_rate=find_rate, sweep_only=sweep_only, sweep_steps=sweep_steps)
 
 
 def _fine_tune(recipe: Recipe, data_dir, run_dir, verbose, distributed: Distributed, *,
-               find_rate: bool = False, sweep_only: bool = False) -> TrainResult:
+               find_rate: bool = False, sweep_only: bool = False,
+               sweep_steps: int = STEPS) -> TrainResult:
     folders = data_dirs(data_dir)
     folder = find_image_folder(recipe.dataset, folders)
     if not folder.is_dir():
@@ -539,7 +543,7 @@ def _fine_tune(recipe: Recipe, data_dir, run_dir, verbose, distributed: Distribu
     head = train_head(model, splits, recipe, augment, verbose if chief else 0)
     found = None
     if find_rate:
-        found = fine_tuning_sweep(model, splits, recipe, augment)
+        found = fine_tuning_sweep(model, splits, recipe, augment, sweep_steps)
         recipe = recipe.with_overrides(learning_rate=found.suggestion)
         print(f"kzoo: learning-rate finder suggests {found.suggestion:.3g} for fine-tuning "
               f"({RULE}); plot: {run_dir / 'lr_find.png'}")

@@ -21,7 +21,7 @@ from kzoo.augment import augmentation
 from kzoo.callbacks import FreezeAfter, Lookahead
 from kzoo.checkpoints import EpochCheckpoints
 from kzoo.datasets import Splits, load_dataset, print_data_summary
-from kzoo.distributed import Cluster, Distributed, lost_peer, start
+from kzoo.distributed import Cluster, Distributed, start
 from kzoo.errors import KzooError
 from kzoo.evaluation import confusion_matrix, format_confusion_matrix
 from kzoo.files import write_csv, write_json
@@ -269,8 +269,10 @@ def _train(recipe: Recipe, precision: str, distributed: Distributed, *, data_dir
           + (f" (process {distributed.cluster.process_id})" if not chief else "")
           + f"; run dir {run_dir}")
     started = time.perf_counter()
+    together = distributed.stopping_together(
+        f"Restart every process with --resume --run-dir {run_dir} to continue from the last epoch")
     try:
-        with distributed.scope():
+        with together, distributed.scope():
             model.fit(train_data, validation_data=validation_data, epochs=recipe.epochs,
                       initial_epoch=done, steps_per_epoch=steps_per_epoch,
                       callbacks=callbacks, verbose=verbose if chief else 0, shuffle=False,
@@ -280,15 +282,6 @@ def _train(recipe: Recipe, precision: str, distributed: Distributed, *, data_dir
         print(f"\nkzoo: interrupted; the last finished epoch is kept. Resume with "
               f"`kzoo train {recipe.name} --resume --run-dir {run_dir}` (same flags as before)")
         raise
-    except Exception as error:
-        if not lost_peer(error):
-            raise
-        cluster = distributed.cluster
-        raise KzooError(
-            f"process {cluster.process_id} of {cluster.num_processes}: another process of the "
-            f"run stopped ({str(error).splitlines()[0][:200]}), so this one stops too. Restart "
-            f"every process with --resume --run-dir {run_dir} to continue from the last epoch"
-        ) from None
     wall_time = time.perf_counter() - started
     if not chief:
         return worker_result("train", model, run_dir, distributed.cluster.process_id)
@@ -399,7 +392,7 @@ def lr_find(
     if folder or recipe.finetune is not None:
         name = Path(target).name if folder else recipe.name
         result = fine_tune(target if folder else None, recipe=recipe, sweep_only=True,
-                           batch_size=batch_size, seed=seed, precision=precision,
+                           sweep_steps=steps, batch_size=batch_size, seed=seed, precision=precision,
                            data_dir=data_dir, verbose=verbose,
                            run_dir=run_dir or RUNS_ROOT / f"lr-find-{name}-{stamp}",
                            **folder_options)

@@ -92,8 +92,9 @@ def test_finetune_lr_auto_and_lr_find_on_a_folder(tmp_path):
     assert load_recipe(tmp_path / "run" / "recipe.yaml").optimizer.learning_rate == rate
     assert (tmp_path / "run" / "lr_find.png").is_file()
 
-    found = kzoo.lr_find(folder, run_dir=tmp_path / "sweep", verbose=0, head_epochs=1,
+    found = kzoo.lr_find(folder, run_dir=tmp_path / "sweep", verbose=0, head_epochs=1, steps=30,
                          **{key: value for key, value in tiny.items() if key != "head_epochs"})
     assert found["rule"] == RULE and found["run_dir"] == tmp_path / "sweep"
+    assert found["steps"] <= 30  # the folder's sweep takes --steps too
     assert (tmp_path / "sweep" / "lr_find.png").is_file()
     assert not (tmp_path / "sweep" / "model.keras").exists()  # the sweep alone, no training
