@@ -51,6 +51,32 @@ TINY_SOFTMAX_RECIPE = {
 }
 
 
+# LeNet-5 on the tiny mnist.npz below, with dropout and the digits augmentation in tf.data.
+TINY_LENET_RECIPE = {
+    "description": "LeNet-5 on a tiny synthetic mnist.npz",
+    "model": "lenet5",
+    "model_kwargs": {"dropout": 0.2},
+    "dataset": "mnist",
+    "augmentation": "digits",
+    "optimizer": {"name": "adam", "learning_rate": 0.003},
+    "batch_size": 32,
+    "epochs": 1,
+    "seed": 0,
+    "validation_split": 0.1,
+}
+
+
+def recipe_workspace(root: Path, recipe: dict, train: int, test: int,
+                     name: str = "tiny.yaml") -> Path:
+    """``root`` holding ``data/mnist.npz`` (``train`` and ``test`` synthetic digits) and
+    ``recipe`` as the YAML file ``name``."""
+    import yaml
+
+    write_mnist_npz(root / "data", train=train, test=test)
+    (root / name).write_text(yaml.safe_dump(recipe))
+    return root
+
+
 def synthetic_digits(count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """28x28 uint8 images whose class (0-9) is the row of a bright bar on a noisy background,
     so a model can learn them in an epoch or two."""

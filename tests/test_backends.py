@@ -13,8 +13,7 @@ import json
 import keras
 import numpy as np
 import pytest
-import yaml
-from conftest import assert_clean_error, run_cli, write_mnist_npz
+from conftest import TINY_LENET_RECIPE, assert_clean_error, recipe_workspace, run_cli
 from PIL import Image
 
 import kzoo
@@ -23,18 +22,7 @@ from kzoo.registry import load_model
 
 pytest.importorskip("jax", reason="the JAX backend needs jax: pip install 'kzoo[jax]'")
 
-RECIPE = {
-    "description": "LeNet-5 on a tiny synthetic mnist.npz",
-    "model": "lenet5",
-    "model_kwargs": {"dropout": 0.2},
-    "dataset": "mnist",
-    "augmentation": "digits",
-    "optimizer": {"name": "adam", "learning_rate": 0.003},
-    "batch_size": 32,
-    "epochs": 1,
-    "seed": 0,
-    "validation_split": 0.1,
-}
+RECIPE = TINY_LENET_RECIPE
 
 
 def on_jax(*args, cwd):
@@ -48,9 +36,7 @@ def workspace(tmp_path_factory):
     """A tiny mnist.npz in data/, the recipe, and ten of the test digits as PNG files. Every
     split is whole batches of 32 (288 train, 32 validation, 96 test): on JAX a last, smaller
     batch costs a second compilation of the step, about as long as the epoch itself."""
-    root = tmp_path_factory.mktemp("backends")
-    write_mnist_npz(root / "data", train=320, test=96)
-    (root / "tiny.yaml").write_text(yaml.safe_dump(RECIPE))
+    root = recipe_workspace(tmp_path_factory.mktemp("backends"), RECIPE, train=320, test=96)
     with np.load(root / "data" / "mnist.npz") as data:
         images, labels = data["x_test"], data["y_test"]
     (root / "digits").mkdir()

@@ -20,8 +20,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-import yaml
-from conftest import assert_clean_error, cli_env, free_port, run_cli, write_mnist_npz
+from conftest import (
+    TINY_LENET_RECIPE,
+    assert_clean_error,
+    cli_env,
+    free_port,
+    recipe_workspace,
+    run_cli,
+)
 from messy_images import make_split_folder, write_mobilenet_weights
 
 from kzoo.distributed import Cluster, process_part
@@ -29,26 +35,14 @@ from kzoo.errors import KzooError
 from kzoo.registry import load_model
 
 TOLERANCE = 1e-5
-RECIPE = {
-    "description": "LeNet-5 on a tiny synthetic mnist.npz, a last batch of odd size",
-    "model": "lenet5",
-    "model_kwargs": {"dropout": 0.2},
-    "dataset": "mnist",
-    "augmentation": "digits",
-    "optimizer": {"name": "adam", "learning_rate": 0.003},
-    "batch_size": 32,
-    "epochs": 3,
-    "seed": 0,
-    "validation_split": 0.1,
-}
+RECIPE = {**TINY_LENET_RECIPE, "epochs": 3}
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("distributed")
-    write_mnist_npz(folder / "data", train=310, test=64)
-    (folder / "lenet.yaml").write_text(yaml.safe_dump(RECIPE))
-    return folder
+    """The recipe as lenet.yaml and 310 training digits: the last batch has an odd size."""
+    return recipe_workspace(tmp_path_factory.mktemp("distributed"), RECIPE, train=310, test=64,
+                            name="lenet.yaml")
 
 
 TRAIN = ("train", "lenet.yaml", "--data-dir", "data")
@@ -195,8 +189,8 @@ def test_two_tensorflow_devices_train_what_one_does(tmp_path):
     """MirroredStrategy runs the model once per device, so each replica draws its own dropout
     masks and a padded batch is not the single device's batch: the comparison is on a model
     without dropout and on whole batches of an even size (288 training images)."""
-    write_mnist_npz(tmp_path / "data", train=320, test=64)
-    (tmp_path / "lenet.yaml").write_text(yaml.safe_dump({**RECIPE, "model_kwargs": {}}))
+    recipe_workspace(tmp_path, {**RECIPE, "model_kwargs": {}}, train=320, test=64,
+                     name="lenet.yaml")
     runs = {"tf-one": launch(tmp_path, "tf-one", backend="tensorflow"),
             "tf-two": launch(tmp_path, "tf-two", "--devices", "2", backend="tensorflow")}
     outputs = {name: finish(process) for name, process in runs.items()}

@@ -8,8 +8,7 @@ import json
 import keras
 import numpy as np
 import pytest
-import yaml
-from conftest import run_cli, write_mnist_npz
+from conftest import TINY_LENET_RECIPE, recipe_workspace, run_cli
 from messy_images import make_split_folder, write_mobilenet_weights
 from PIL import Image
 
@@ -18,19 +17,13 @@ from kzoo.lr_range import RULE, sweep
 from kzoo.recipes import load_recipe
 from kzoo.registry import load_model
 
-RECIPE = {
-    "model": "lenet5", "dataset": "mnist", "augmentation": "digits",
-    "optimizer": {"name": "adam", "learning_rate": 0.003, "schedule": {"name": "cosine"}},
-    "batch_size": 32, "epochs": 1, "seed": 0, "validation_split": 0.1,
-}
+RECIPE = {**TINY_LENET_RECIPE, "model_kwargs": {},
+          "optimizer": {"name": "adam", "learning_rate": 0.003, "schedule": {"name": "cosine"}}}
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lr_find")
-    write_mnist_npz(root / "data", train=320, test=64)
-    (root / "tiny.yaml").write_text(yaml.safe_dump(RECIPE))
-    return root
+    return recipe_workspace(tmp_path_factory.mktemp("lr_find"), RECIPE, train=320, test=64)
 
 
 def test_the_sweep_grows_the_rate_exponentially_and_stops_when_the_loss_diverges():
