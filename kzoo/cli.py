@@ -387,6 +387,18 @@ def _add_cluster(parser: argparse.ArgumentParser) -> None:
                        "multi-device run)")
 
 
+def _add_backbone(parser, default: str, context: str = "", default_given: bool = False) -> None:
+    """--backbone, --weights and --option, spelt alike wherever a pretrained model is chosen;
+    ``default_given`` sets ``default`` as --backbone's value, else it is left to the recipe."""
+    parser.add_argument("--backbone", default=default if default_given else None,
+                        help=f"{context}a pretrained model (`kzoo list --tag pretrained`); "
+                        f"default {default}")
+    parser.add_argument("--weights", type=_weights, default=False,
+                        help=f"{context}imagenet (default), none, or the path of a weights file")
+    parser.add_argument("--option", type=_option, action="append", metavar="KEY=VALUE",
+                        help=f"{context}a backbone option, e.g. --option alpha=0.35 (repeatable)")
+
+
 def _add_tta(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tta", choices=TTA_MODES,
                         help="test-time augmentation: average over the image and its mirror "
@@ -437,16 +449,11 @@ def make_parser() -> argparse.ArgumentParser:
     )
     tuning.add_argument("folder", nargs="?", help="the image folder (default: the recipe's dataset)")
     tuning.add_argument("--recipe", help="settings from a recipe, e.g. mobilenet_v2_ants_bees")
-    tuning.add_argument("--backbone", help="a pretrained model (`kzoo list --tag pretrained`); "
-                        "default resnet50")
-    tuning.add_argument("--weights", type=_weights, default=False,
-                        help="imagenet (default), none, or the path of a weights file")
+    _add_backbone(tuning, "resnet50")
     tuning.add_argument("--image-size", type=_count, help="input side in pixels (default 224)")
     tuning.add_argument("--center-crop", type=_crop, default=False, metavar="F",
                         help="keep the central fraction F of each image, undistorted (default "
                         "0.875), or none: the whole image, squashed")
-    tuning.add_argument("--option", type=_option, action="append", metavar="KEY=VALUE",
-                        help="a backbone option, e.g. --option alpha=0.35 (repeatable)")
     tuning.add_argument("--epochs", type=_count, help="fine-tuning epochs, after the head epochs")
     tuning.add_argument("--head-epochs", type=int, help="epochs of the head on the frozen backbone")
     tuning.add_argument("--lr", type=_rate_or_auto, metavar="RATE|auto",
@@ -492,12 +499,7 @@ def make_parser() -> argparse.ArgumentParser:
     labels.add_argument("--labels", action="store_true",
                         help="find likely label errors: writes label_issues.csv and "
                         "label_issues.html into --run-dir")
-    labels.add_argument("--backbone", default="mobilenet_v2",
-                        help="pretrained model for the features (default mobilenet_v2)")
-    labels.add_argument("--weights", type=_weights, default=False,
-                        help="imagenet (default), or the path of a weights file")
-    labels.add_argument("--option", type=_option, action="append", metavar="KEY=VALUE",
-                        help="a backbone option, e.g. --option alpha=0.35 (repeatable)")
+    _add_backbone(labels, "mobilenet_v2", default_given=True)
     labels.add_argument("--folds", type=_count, default=5, help="cross-validation folds (5)")
     _add_common(auditing, seed=True, data=True, run=True)
     auditing.set_defaults(run=_audit)
@@ -525,12 +527,8 @@ def make_parser() -> argparse.ArgumentParser:
     finding.add_argument("target", help="a recipe name or YAML path, or an image folder")
     finding.add_argument("--steps", type=_count, default=200, help="steps of the sweep (200)")
     finding.add_argument("--batch-size", type=_count)
-    finding.add_argument("--backbone", help="for a folder: the pretrained model (default resnet50)")
-    finding.add_argument("--weights", type=_weights, default=False,
-                         help="for a folder: imagenet (default), none, or a weights file")
+    _add_backbone(finding, "resnet50", "for a folder: ")
     finding.add_argument("--image-size", type=_count, help="for a folder: input side in pixels")
-    finding.add_argument("--option", type=_option, action="append", metavar="KEY=VALUE",
-                         help="for a folder: a backbone option, e.g. --option alpha=0.35")
     _add_precision(finding)
     _add_common(finding, seed=True, data=True, run=True)
     finding.set_defaults(run=_lr_find)

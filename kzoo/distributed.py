@@ -170,7 +170,8 @@ class Distributed:
             return model
         import numpy as np
 
-        replica = build()
+        with self.scope():
+            replica = build()
         for target, source in zip(replica.variables, model.variables, strict=True):
             if tuple(target.shape) != tuple(source.shape):
                 raise KzooError(f"the model made again for {self.describe()} differs from the "

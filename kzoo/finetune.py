@@ -552,8 +552,7 @@ def _fine_tune(recipe: Recipe, data_dir, run_dir, verbose, distributed: Distribu
             write_sweep(found, run_dir, f"fine-tuning {recipe.model} on {folder.name}")
         if sweep_only:
             return TrainResult(model, {}, {"kind": "lr_find", **found.to_dict()}, run_dir)
-    with distributed.scope():  # the head phase ran whole here; the fine-tuning is shared
-        model = distributed.replicate(model, build_model)
+    model = distributed.replicate(model, build_model)  # the head phase ran whole, here
     top = train_top(model, splits, recipe, augment, verbose, baseline=head.kept_scores,
                     distributed=distributed)
     if not chief:
