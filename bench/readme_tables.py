@@ -1,8 +1,12 @@
-"""Regenerate the README's generated tables: models (from the registry), results (from
-bench/results/*.json) and speed (from bench/results/speed/*.json).
+"""Regenerate the generated tables of README.md and docs/*.md: models (from the registry),
+results (from bench/results/*.json), speed (from bench/results/speed/*.json) and the other
+measurements in bench/results/.
 
-    python bench/readme_tables.py          # rewrite the tables in README.md
-    python bench/readme_tables.py --check  # exit 1 if README.md is out of date
+    python bench/readme_tables.py          # rewrite the tables in README.md and docs/*.md
+    python bench/readme_tables.py --check  # exit 1 if any of them is out of date
+
+Each table lies between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` markers, in whichever
+of those files holds them (one or several); a table whose markers no file holds is an error.
 
 Result rows group runs by recipe and overrides: mean test accuracy over the seeds run (and the
 spread when there are several), the expected figure and its source, and the command that
@@ -19,8 +23,13 @@ from collections import defaultdict
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-README = HERE.parent / "README.md"
+ROOT = HERE.parent
 RESULTS = HERE / "results"
+
+
+def marked_files(root: Path = ROOT) -> list[Path]:
+    """The files whose generated tables this script keeps: README.md and docs/*.md."""
+    return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
 
 
 OPTION_FLAGS = {"learning_rate": "--learning-rate", "batch_size": "--batch-size"}
@@ -263,32 +272,56 @@ def lr_auto_table() -> str:
     return "\n".join(lines)
 
 
-def updated_readme(text: str) -> str:
+def generated_tables() -> dict[str, str]:
+    """Each marker's name and the table that belongs between its markers."""
     from kzoo.catalog import model_table
 
-    text = replace_between_markers(text, "models", model_table())
-    text = replace_between_markers(text, "results", table(load_results()))
-    text = replace_between_markers(text, "folders", folder_table())
-    text = replace_between_markers(text, "precision", precision_table())
-    text = replace_between_markers(text, "distributed", distributed_table())
-    text = replace_between_markers(text, "label_audit", label_audit_table())
-    text = replace_between_markers(text, "lr_auto", lr_auto_table())
-    return replace_between_markers(text, "speed", speed_table())
+    return {
+        "models": model_table(),
+        "results": table(load_results()),
+        "folders": folder_table(),
+        "precision": precision_table(),
+        "distributed": distributed_table(),
+        "label_audit": label_audit_table(),
+        "lr_auto": lr_auto_table(),
+        "speed": speed_table(),
+    }
+
+
+def has_markers(text: str, name: str) -> bool:
+    return f"<!-- {name}:start -->" in text
+
+
+def updated_text(text: str, tables: dict[str, str]) -> str:
+    """``text`` with each table it holds markers for replaced by ``tables``'s."""
+    for name, body in tables.items():
+        if has_markers(text, name):
+            text = replace_between_markers(text, name, body)
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args(argv)
-    text = README.read_text()
-    updated = updated_readme(text)
+    tables = generated_tables()
+    texts = {path: path.read_text() for path in marked_files()}
+    homeless = [name for name in tables if not any(has_markers(text, name) for text in texts.values())]
+    if homeless:
+        print(f"no file holds the markers of the {', '.join(homeless)} table(s): put "
+              "<!-- NAME:start --> and <!-- NAME:end --> in README.md or a docs/*.md page")
+        return 1
+    stale = {path: updated for path, text in texts.items()
+             if (updated := updated_text(text, tables)) != text}
+    names = ", ".join(str(path.relative_to(ROOT)) for path in stale)
     if args.check:
-        if updated != text:
-            print("README.md's tables are out of date: run python bench/readme_tables.py")
+        if stale:
+            print(f"generated tables out of date in {names}: run python bench/readme_tables.py")
             return 1
         return 0
-    README.write_text(updated)
-    print(f"updated the model, results and speed tables in {README}")
+    for path, updated in stale.items():
+        path.write_text(updated)
+    print(f"updated the generated tables in {names}" if stale else "every generated table is up to date")
     return 0
 
 

@@ -1,6 +1,7 @@
-"""The README's generated tables match what they are generated from."""
+"""The generated tables of README.md and docs/*.md match what they are generated from."""
 
 import importlib.util
+import re
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,11 @@ import pytest
 from kzoo.catalog import model_table
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _marked_files() -> list[Path]:
+    """The files that hold generated tables: README.md and the docs pages."""
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
 def _between(text: str, name: str) -> str:
@@ -23,7 +29,7 @@ def _readme_tables():
     return module
 
 
-GENERATED = {  # README marker: how bench/readme_tables.py makes what lies between its markers
+GENERATED = {  # marker: how bench/readme_tables.py makes what lies between its markers
     "models": lambda tables: model_table(),
     "results": lambda tables: tables.table(tables.load_results()),
     "speed": lambda tables: tables.speed_table(),
@@ -36,8 +42,22 @@ GENERATED = {  # README marker: how bench/readme_tables.py makes what lies betwe
 
 
 @pytest.mark.parametrize("marker", GENERATED)
-def test_readme_table_is_generated_from_its_source(marker):
-    readme = (ROOT / "README.md").read_text()
-    assert _between(readme, marker) == GENERATED[marker](_readme_tables()), (
-        f"README's {marker} table is stale: run python bench/readme_tables.py"
+def test_generated_table_is_generated_from_its_source(marker):
+    holders = [path for path in _marked_files() if f"<!-- {marker}:start -->" in path.read_text()]
+    assert holders, (
+        f"no file holds the {marker} table: put <!-- {marker}:start --> and <!-- {marker}:end --> "
+        "in README.md or a docs/*.md page"
     )
+    expected = GENERATED[marker](_readme_tables())
+    for path in holders:
+        assert _between(path.read_text(), marker) == expected, (
+            f"{path.relative_to(ROOT)}'s {marker} table is stale: run python bench/readme_tables.py"
+        )
+
+
+def test_every_marker_names_a_generated_table():
+    for path in _marked_files():
+        for name in re.findall(r"<!-- (\w+):start -->", path.read_text()):
+            assert name in GENERATED, (
+                f"{path.relative_to(ROOT)} has markers for {name!r}, a table nothing generates"
+            )
