@@ -1,5 +1,5 @@
 """Images per second of the ``imagenet`` augmentation preset in ``tf.data``, before and after
-flip, rotation and zoom became one warp (``kzoo.augment.RandomAffine``), in one process.
+flip, rotation and zoom became one warp (``kzoo.data.augment.RandomAffine``), in one process.
 
     python bench/augment_speed.py                       # 224 and 320 px, batch 32, 3 repeats
     python bench/augment_speed.py --sizes 320 --batches 20 --repeats 5
@@ -43,7 +43,7 @@ HERE = Path(__file__).resolve()
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
-import kzoo.augment
+import kzoo.data.augment
 
 RESULT = ROOT / "bench" / "results" / "augment_speed.json"
 SEED = 0
@@ -61,10 +61,10 @@ def old_imagenet(seed):
 
 def flip_layer_imagenet(seed):
     """The ``imagenet`` preset with RandomAffine but the flip still a RandomFlip layer."""
-    flip, affine, contrast = kzoo.augment._layer_seeds(seed, 3)
+    flip, affine, contrast = kzoo.data.augment._layer_seeds(seed, 3)
     return keras.layers.Pipeline([
         keras.layers.RandomFlip("horizontal", seed=flip),
-        kzoo.augment.RandomAffine(0.05, 0.15, seed=affine),
+        kzoo.data.augment.RandomAffine(0.05, 0.15, seed=affine),
         keras.layers.RandomContrast(0.2, seed=contrast),
     ], name="augment_imagenet_flip_layer")
 
@@ -72,7 +72,7 @@ def flip_layer_imagenet(seed):
 VARIANTS = {
     "old": old_imagenet,
     "flip_layer": flip_layer_imagenet,
-    "new": lambda seed: kzoo.augment.augmentation("imagenet", seed=seed),
+    "new": lambda seed: kzoo.data.augment.augmentation("imagenet", seed=seed),
     "cast_only": lambda seed: None,
 }
 

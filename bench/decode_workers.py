@@ -1,5 +1,5 @@
 """Threads or processes for the first scan of an image folder? Times decoding the same image
-files (read, hash, decode, frame to 224x224 with the 0.875 centre crop: kzoo.images.decode_file)
+files (read, hash, decode, frame to 224x224 with the 0.875 centre crop: kzoo.data.images.decode_file)
 with one thread, with a thread per core, and with a process per core (spawned workers, the
 pixels sent back), interleaved and repeated; then a whole first scan (kzoo.folders.scan_folder,
 which also writes the image store) with a thread per core. Writes
@@ -27,7 +27,7 @@ SIZE, CROP = (224, 224), 0.875
 
 
 def decode(path: str):
-    from kzoo.images import UnreadableImage, decode_file
+    from kzoo.data.images import UnreadableImage, decode_file
 
     try:
         return decode_file(path, SIZE, 3, CROP).pixels
@@ -57,8 +57,9 @@ def main() -> int:
     parser.add_argument("--output", default=str(HERE / "results" / "decode_workers.json"))
     args = parser.parse_args()
 
-    from kzoo.folders import Framing, scan_folder
-    from kzoo.images import list_image_files
+    from kzoo.data.images import list_image_files
+    from kzoo.data.scan import scan_folder
+    from kzoo.data.store import Framing
 
     files = sorted(str(p) for p in list_image_files(Path(args.folder) / "train")[0])
     files = files[::max(1, len(files) // args.files)][:args.files]

@@ -105,7 +105,7 @@ def main() -> None:
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT))
-    from kzoo.recipes import load_recipe
+    from kzoo.recipes.zoo import load_recipe
 
     batch_size = load_recipe(args.recipe).batch_size
     variants = args.variants.split(",")

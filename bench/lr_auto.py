@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from kzoo.recipes import load_recipe
+from kzoo.recipes.zoo import load_recipe
 
 HERE = Path(__file__).resolve()
 ROOT = HERE.parents[1]

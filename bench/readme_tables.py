@@ -53,7 +53,7 @@ def spread(values: list[float]) -> str:
 
 def table(grouped: dict[tuple, list[dict]], results: Path = HERE / "results") -> str:
     """One row per recipe and overrides; the expected figure and its source come from the recipe."""
-    from kzoo.recipes import load_recipe
+    from kzoo.recipes.zoo import load_recipe
 
     lines = [
         "| recipe | test accuracy | seeds | epochs | minutes (each) | expected | source | command |",
@@ -274,7 +274,7 @@ def lr_auto_table() -> str:
 
 def generated_tables() -> dict[str, str]:
     """Each marker's name and the table that belongs between its markers."""
-    from kzoo.catalog import model_table
+    from kzoo.models.catalog import model_table
 
     return {
         "models": model_table(),

@@ -95,7 +95,7 @@ def cifar_cache(data_dir: str, cache: Path) -> Path:
     if not path.is_file():
         import numpy as np
 
-        from kzoo.datasets import load_dataset
+        from kzoo.data.datasets import load_dataset
 
         splits = load_dataset("cifar10", data_dir=data_dir, seed=SEED)
         arrays = {}
@@ -122,7 +122,7 @@ def workload_arrays(name: str, args):
     if name == "cifar_convnet_deep_cifar10":
         with np.load(cifar_cache(args.data_dir, Path(args.cache))) as data:
             return data["x_train"], data["y_train"], data["x_validation"], data["y_validation"]
-    from kzoo.datasets import image_folder
+    from kzoo.data.datasets import image_folder
 
     splits = image_folder(Path(args.data_dir) / "hymenoptera_data", (320, 320),
                           center_crop=WORKLOADS[name]["center_crop"], progress=False)
@@ -203,7 +203,7 @@ def child_keras(name, args, determinism=False, xla=False):
         return data.batch(spec["batch"]).prefetch(tf.data.AUTOTUNE)
 
     if name == "mobilenet_v2_ants_bees":
-        from kzoo.finetune import unfreeze_top
+        from kzoo.training.finetune import unfreeze_top
 
         weights = (Path(args.data_dir) / "weights"
                    / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5")
@@ -289,20 +289,20 @@ def child_pipeline(name, args):
     import os
     import tempfile
 
-    from kzoo.augment import augmentation
-    from kzoo.datasets import image_folder
-    from kzoo.pipeline import make_pipeline
+    from kzoo.data.augment import augmentation
+    from kzoo.data.datasets import image_folder
+    from kzoo.data.pipeline import make_pipeline
 
     spec = WORKLOADS[name]
     out: dict = {"decode_workers": os.environ.get("KZOO_DECODE_WORKERS", os.cpu_count())}
     if name == "lenet5_mnist":  # arrays in memory: nothing to decode
-        from kzoo.pipeline import Examples
+        from kzoo.data.pipeline import Examples
 
         x, y, _, _ = workload_arrays(name, args)
         examples = Examples.from_arrays(x, y)
     else:
         if name == "cifar_convnet_deep_cifar10":
-            from kzoo.datasets import _extract_once
+            from kzoo.data.datasets import _extract_once
 
             folder = _extract_once(Path(args.data_dir) / "cifar10_jpg.zip")
             size, crop = (32, 32), None
@@ -356,7 +356,7 @@ def run_child_main(args):
 def train_flops_per_image(name: str) -> float:
     """Training FLOPs an image, by kzoo.flops (conv and dense layers, 3x the forward pass)."""
     import kzoo
-    from kzoo.flops import training_flops
+    from kzoo.training.flops import training_flops
 
     spec = WORKLOADS[name]
     return float(training_flops(kzoo.build(spec["model"], **spec["kwargs"],
@@ -372,7 +372,7 @@ FLOPS_PER_CYCLE = {"fp32_avx512": 64, "bf16_avx512": 128, "bf16_amx": 2048}
 def peak_flops(precision: str) -> tuple[float, dict[str, object]]:
     """The arithmetic peak of this CPU for ``precision``: cores x the clock /proc/cpuinfo states
     x the FLOPs a cycle of the widest unit that computes it (AMX where the CPU has it)."""
-    from kzoo.precision import cpu_flags
+    from kzoo.training.precision import cpu_flags
 
     mhz = 0.0
     try:

@@ -4,38 +4,35 @@
 >>> model = build("lenet5")
 
 The public names are imported on first use, so ``import kzoo`` (and modules that need no
-TensorFlow, such as :mod:`kzoo.images`) start in a fraction of a second.
+TensorFlow, such as :mod:`kzoo.data.images`) start in a fraction of a second.
 """
 
-import importlib
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter quiet
+import importlib as _importlib
 
 __version__ = "0.1.0"
 
 _PUBLIC = {
     "KzooError": "kzoo.errors",
-    "Recipe": "kzoo.recipes",
-    "audit": "kzoo.folders",
-    "augmentation": "kzoo.augment",
-    "build": "kzoo.registry",
-    "describe": "kzoo.catalog",
-    "evaluate": "kzoo.inference",
-    "explain": "kzoo.explain",
-    "export": "kzoo.inference",
-    "find_label_issues": "kzoo.labels",
-    "fine_tune": "kzoo.finetune",
-    "grad_cam": "kzoo.explain",
-    "list_models": "kzoo.registry",
-    "list_recipes": "kzoo.recipes",
-    "load_dataset": "kzoo.datasets",
-    "load_model": "kzoo.registry",
-    "load_recipe": "kzoo.recipes",
-    "lr_find": "kzoo.training",
-    "predict": "kzoo.inference",
-    "register_model": "kzoo.specs",
-    "train": "kzoo.training",
+    "Recipe": "kzoo.recipes.recipe",
+    "audit": "kzoo.data.audit",
+    "augmentation": "kzoo.data.augment",
+    "build": "kzoo.models.registry",
+    "describe": "kzoo.models.catalog",
+    "evaluate": "kzoo.analysis.inference",
+    "explain": "kzoo.analysis.explain",
+    "export": "kzoo.analysis.inference",
+    "find_label_issues": "kzoo.analysis.labels",
+    "fine_tune": "kzoo.training.finetune",
+    "grad_cam": "kzoo.analysis.explain",
+    "list_models": "kzoo.models.registry",
+    "list_recipes": "kzoo.recipes.zoo",
+    "load_dataset": "kzoo.data.datasets",
+    "load_model": "kzoo.models.registry",
+    "load_recipe": "kzoo.recipes.zoo",
+    "lr_find": "kzoo.training.train",
+    "predict": "kzoo.analysis.inference",
+    "register_model": "kzoo.models.specs",
+    "train": "kzoo.training.train",
     "tune": "kzoo.tuning",
 }
 __all__ = [  # each name is imported on first use, by __getattr__ below
@@ -49,10 +46,10 @@ __all__ = [  # each name is imported on first use, by __getattr__ below
 def __getattr__(name: str):
     if name not in _PUBLIC:
         raise AttributeError(f"module 'kzoo' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    value = getattr(_importlib.import_module(_PUBLIC[name]), name)
     globals()[name] = value  # later look-ups skip this function
     return value
 
 
 def __dir__():
-    return sorted([*globals(), *_PUBLIC])
+    return sorted(__all__)  # the API only: not the subpackages, which are internal

@@ -1,5 +1,5 @@
 import sys
 
-from kzoo.cli import main
+from kzoo.cli.main import main
 
 sys.exit(main())

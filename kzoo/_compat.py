@@ -40,7 +40,7 @@ ORACLE_METHODS = ("_random_values", "_duplicate", "_save_trial", "_check_consecu
 ORACLE_ATTRIBUTES = ("_retry_queue", "_run_times")
 
 
-# Keras's image-layer hooks that kzoo.augment.RandomAffine overrides or calls (a subclass of
+# Keras's image-layer hooks that kzoo.data.augment.RandomAffine overrides or calls (a subclass of
 # keras.layers.RandomRotation), checked on Keras 3.15.1: every image layer's call goes through
 # _transform_images, and _get_seed_generator picks the generator of the backend in use.
 IMAGE_LAYER_HOOKS = ("_transform_images", "_get_seed_generator")

@@ -55,7 +55,7 @@ TINY_SOFTMAX_RECIPE = {
 TINY_LENET_RECIPE = {
     "description": "LeNet-5 on a tiny synthetic mnist.npz",
     "model": "lenet5",
-    "model_kwargs": {"dropout": 0.2},
+    "model_options": {"dropout": 0.2},
     "dataset": "mnist",
     "augmentation": "digits",
     "optimizer": {"name": "adam", "learning_rate": 0.003},

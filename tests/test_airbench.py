@@ -14,13 +14,13 @@ import yaml
 from conftest import write_image_folder
 
 import kzoo
-from kzoo.augment import AlternatingFlip, augmentation
-from kzoo.callbacks import FreezeAfter, Lookahead
-from kzoo.losses import SmoothedSparseCrossentropy
+from kzoo.data.augment import AlternatingFlip, augmentation
+from kzoo.data.pipeline import Examples, epoch_batches
 from kzoo.models.layers import Dirac, PatchWhitening, _patches
-from kzoo.optimizers import Triangle
-from kzoo.pipeline import Examples, epoch_batches
-from kzoo.recipes import load_recipe
+from kzoo.recipes.zoo import load_recipe
+from kzoo.training.callbacks import FreezeAfter, Lookahead
+from kzoo.training.losses import SmoothedSparseCrossentropy
+from kzoo.training.optimizers import Triangle
 
 
 def test_dirac_kernel_passes_channels_through():
@@ -143,7 +143,7 @@ def test_tiny_airbench_recipe_trains_saves_and_reloads(tmp_path):
     write_image_folder(tmp_path / "shapes" / "test", {"red": 6, "green": 6}, size=(16, 16), seed=1)
     recipe = load_recipe("airbench_cifar10").to_dict()
     recipe.update(dataset=str(folder.parent), batch_size=16, epochs=3, validation_split=0.25,
-                  model_kwargs={"input_shape": [16, 16, 3], "num_classes": 2,
+                  model_options={"input_shape": [16, 16, 3], "num_classes": 2,
                                 "widths": [8, 16, 16], "activation": "relu"},
                   freeze_after={"whiten": 1}, precision="float32")
     path = tmp_path / "tiny_airbench.yaml"
@@ -168,7 +168,7 @@ def test_tune_refuses_the_alternating_flip_before_searching(tmp_path):
 
 def test_whitening_computes_in_float32_under_bf16():
     """In bfloat16 the whitened high-frequency channels would be 10-30% rounding noise."""
-    from kzoo.precision import precision_policy
+    from kzoo.training.precision import precision_policy
 
     with precision_policy("mixed_bfloat16"):
         model = kzoo.build("airbench")

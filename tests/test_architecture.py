@@ -1,6 +1,6 @@
-"""The shape of the package: arrows between modules go one way (no import cycles, counting the
-imports inside functions too), no module imports another's private names, and every module
-imports on its own."""
+"""The shape of the package: subpackages by job in layers whose imports go one way (down), no
+import cycles (counting the imports inside functions too), no module imports another's private
+names, no module is over 450 lines, and every module imports on its own."""
 
 from __future__ import annotations
 
@@ -70,6 +70,68 @@ def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+# Each subpackage's layer: a module may import from its own layer's package and from lower
+# layers, never from a higher one, nor from a sibling package of the same layer.
+LAYERS = [
+    {"kzoo", "kzoo.errors", "kzoo.files", "kzoo._compat"},
+    {"kzoo.recipes"},
+    {"kzoo.models", "kzoo.data"},
+    {"kzoo.analysis"},
+    {"kzoo.training"},
+    {"kzoo.tuning"},
+    {"kzoo.cli"},
+    {"kzoo.__main__"},
+]
+
+
+def layer_of(module: str) -> tuple[int, str]:
+    """(layer number, package) of a module: the longest package prefix named in LAYERS."""
+    for depth in range(module.count("."), -1, -1):
+        package = ".".join(module.split(".")[: depth + 1])
+        for number, packages in enumerate(LAYERS):
+            if package in packages:
+                return number, package
+    raise AssertionError(f"{module} belongs to no layer: add its package to LAYERS")
+
+
+def layering_violations(edges: dict[str, set[str]]) -> list[str]:
+    found = []
+    for importer, targets in edges.items():
+        low, own = layer_of(importer)
+        for target in sorted(targets):
+            level, package = layer_of(target)
+            if level > low or (level == low and package != own and level > 0):
+                found.append(f"{importer} (layer {low}, {own}) imports {target} "
+                             f"(layer {level}, {package})")
+    return found
+
+
+def test_layers_import_downwards_only():
+    violations = layering_violations(graph())
+    assert not violations, "\n".join(violations)
+
+
+def test_the_layer_check_finds_an_upward_import():
+    assert layering_violations({"kzoo.models.registry": {"kzoo.training.train"}})
+    assert layering_violations({"kzoo.data.scan": {"kzoo.models.registry"}})  # siblings
+    assert not layering_violations({"kzoo.training.train": {"kzoo.data.scan", "kzoo.errors"}})
+
+
+def test_every_module_belongs_to_a_subpackage_by_job():
+    top = sorted(name for name in MODULES if name.count(".") == 1
+                 and name not in {"kzoo.__main__", "kzoo.errors", "kzoo.files", "kzoo._compat"}
+                 and not (PACKAGE / name.split(".")[1]).is_dir())
+    assert not top, f"modules outside the subpackages: {top}"
+    for name in MODULES:
+        layer_of(name)
+
+
+def test_no_module_is_over_450_lines():
+    long = {name: len(path.read_text().splitlines()) for name, path in MODULES.items()
+            if len(path.read_text().splitlines()) > 450}
+    assert not long, f"modules over 450 lines (split them by job): {long}"
+
+
 def test_no_import_cycles():
     cycle = find_cycle(graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
@@ -113,9 +175,9 @@ def test_every_module_imports_on_its_own():
     assert not failed, f"these modules do not import on their own: {', '.join(failed)}"
 
 
-@pytest.mark.parametrize("module", ["kzoo.cli", "kzoo.registry", "kzoo.catalog", "kzoo.folders",
-                                    "kzoo.images", "kzoo.recipes", "kzoo.files",
-                                    "kzoo.precision"])
+@pytest.mark.parametrize("module", ["kzoo.cli.main", "kzoo.models.registry", "kzoo.models.catalog",
+                                    "kzoo.data.scan", "kzoo.data.audit", "kzoo.data.images",
+                                    "kzoo.recipes.zoo", "kzoo.files", "kzoo.training.precision"])
 def test_light_modules_need_no_tensorflow(module):
     import subprocess
     import sys

@@ -24,7 +24,7 @@ import tensorflow as tf
 from conftest import cli_env
 
 import kzoo
-from kzoo.augment import PRESETS, RandomAffine, rotation_zoom_matrix
+from kzoo.data.augment import PRESETS, RandomAffine, rotation_zoom_matrix
 
 
 @pytest.mark.parametrize("name", sorted(set(PRESETS) - {"airbench"}))  # airbench: test_airbench.py

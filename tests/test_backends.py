@@ -17,8 +17,8 @@ from conftest import TINY_LENET_RECIPE, assert_clean_error, recipe_workspace, ru
 from PIL import Image
 
 import kzoo
-from kzoo.evaluation import confusion_matrix
-from kzoo.registry import load_model
+from kzoo.analysis.evaluation import confusion_matrix
+from kzoo.models.registry import load_model
 
 pytest.importorskip("jax", reason="the JAX backend needs jax: pip install 'kzoo[jax]'")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from kzoo.checkpoints import EpochCheckpoints, random_states
+from kzoo.training.checkpoints import EpochCheckpoints, random_states
 
 
 def small_model(seed: int = 0) -> keras.Model:

@@ -1,6 +1,6 @@
 """The ``kzoo`` command.
 
-Every bad input goes through ``kzoo.cli.main`` in-process (fast: no TensorFlow start-up per
+Every bad input goes through ``kzoo.cli.main.main`` in-process (fast: no TensorFlow start-up per
 case); the entry point itself, a training run, a few representative bad inputs and resuming a
 killed run are checked in real ``python -m kzoo`` subprocesses.
 """
@@ -19,7 +19,7 @@ import yaml
 from conftest import assert_clean_error, cli_env, run_cli_many, write_mnist_npz
 
 import kzoo
-from kzoo.cli import main
+from kzoo.cli.main import main
 
 TINY_RECIPE = {
     "description": "softmax regression on a tiny synthetic mnist.npz",
@@ -184,7 +184,7 @@ def test_a_killed_and_resumed_run_is_the_uninterrupted_run(tmp_path):
     epochs = 4
     write_mnist_npz(tmp_path / "data", train=600, test=50)
     recipe = {**TINY_RECIPE, "model": "lenet5", "batch_size": 16, "epochs": epochs,
-              "augmentation": "digits", "model_kwargs": {"dropout": 0.3},
+              "augmentation": "digits", "model_options": {"dropout": 0.3},
               "optimizer": {"name": "adam", "learning_rate": 0.001}}
     (tmp_path / "slow.yaml").write_text(yaml.safe_dump(recipe))
 
@@ -269,7 +269,7 @@ def test_train_on_a_cat_and_dog_folder_then_predict_prints_cat_and_dog(tmp_path)
 
     folder = write_image_folder(tmp_path / "pets", {"cat": 12, "dog": 12}, size=(8, 8))
     recipe = {"model": "softmax_regression", "dataset": str(folder), "batch_size": 8, "epochs": 3,
-              "model_kwargs": {"input_shape": [8, 8, 3]}, "validation_split": 0.25,
+              "model_options": {"input_shape": [8, 8, 3]}, "validation_split": 0.25,
               "optimizer": {"name": "sgd", "learning_rate": 0.01}}
     (tmp_path / "pets.yaml").write_text(yaml.safe_dump(recipe))
     env = cli_env(KZOO_CACHE_DIR=str(tmp_path / "cache"))

@@ -32,5 +32,5 @@ def test_keras_image_layer_hooks_are_there():
     missing = [name for name in _compat.IMAGE_LAYER_HOOKS
                if not hasattr(keras.layers.RandomRotation, name)]
     assert not missing, (f"Keras {keras.__version__} lacks {', '.join(missing)}, which "
-                         f"kzoo.augment.RandomAffine relies on (checked on "
+                         f"kzoo.data.augment.RandomAffine relies on (checked on "
                          f"{_compat.CHECKED['keras']}); see kzoo/_compat.py")

@@ -10,7 +10,7 @@ import pytest
 from conftest import synthetic_digits, write_image_folder, write_mnist_npz
 
 import kzoo
-from kzoo.datasets import CIFAR10_CLASSES
+from kzoo.data.datasets import CIFAR10_CLASSES
 
 
 def as_arrays(dataset):

@@ -1,4 +1,4 @@
-"""Training across processes and devices (:mod:`kzoo.distributed`), as a user runs it: real
+"""Training across processes and devices (:mod:`kzoo.training.distributed`), as a user runs it: real
 ``kzoo train`` processes joined on the loopback interface (JAX backend, gloo collectives), a
 worker killed mid-run and the run resumed, and TensorFlow's MirroredStrategy over two logical
 CPU devices.
@@ -30,9 +30,9 @@ from conftest import (
 )
 from messy_images import make_split_folder, write_mobilenet_weights
 
-from kzoo.distributed import Cluster, process_part
 from kzoo.errors import KzooError
-from kzoo.registry import load_model
+from kzoo.models.registry import load_model
+from kzoo.training.distributed import Cluster, process_part
 
 TOLERANCE = 1e-5
 RECIPE = {**TINY_LENET_RECIPE, "epochs": 3}
@@ -189,7 +189,7 @@ def test_two_tensorflow_devices_train_what_one_does(tmp_path):
     """MirroredStrategy runs the model once per device, so each replica draws its own dropout
     masks and a padded batch is not the single device's batch: the comparison is on a model
     without dropout and on whole batches of an even size (288 training images)."""
-    recipe_workspace(tmp_path, {**RECIPE, "model_kwargs": {}}, train=320, test=64,
+    recipe_workspace(tmp_path, {**RECIPE, "model_options": {}}, train=320, test=64,
                      name="lenet.yaml")
     runs = {"tf-one": launch(tmp_path, "tf-one", backend="tensorflow"),
             "tf-two": launch(tmp_path, "tf-two", "--devices", "2", backend="tensorflow")}

@@ -10,10 +10,10 @@ from conftest import assert_clean_error, run_cli
 from PIL import Image
 
 import kzoo
+from kzoo.analysis.explain import explain, feature_map, grad_cam
 from kzoo.errors import KzooError
-from kzoo.explain import explain, feature_map, grad_cam
-from kzoo.registry import get_spec, list_models
-from kzoo.runs import save_model
+from kzoo.models.registry import get_spec, list_models
+from kzoo.models.saving import save_model
 
 SMALL_INPUT = {"alexnet": (64, 64, 3), "efficientnet_b0": (64, 64, 3), "mobilenet_v2": (64, 64, 3),
                "mobilenet_v3_small": (64, 64, 3), "resnet50": (64, 64, 3)}

@@ -19,15 +19,15 @@ from messy_images import (
 )
 
 import kzoo
-from kzoo import cli
+from kzoo.cli import main as cli
 from kzoo.errors import KzooError
-from kzoo.finetune import (
+from kzoo.models.blocks import class_names_of
+from kzoo.training.finetune import (
     discriminative_multipliers,
     finetune_recipe,
     unfreeze_top,
     with_lr_multipliers,
 )
-from kzoo.models.blocks import class_names_of
 
 TINY = {"backbone": "mobilenet_v2", "image_size": 64, "model_options": {"alpha": 0.35},
         "batch_size": 8, "head_epochs": 2, "epochs": 1, "verbose": 0}
@@ -215,10 +215,10 @@ def test_recipe_settings_and_overrides(tmp_path):
                              weights="w.h5", image_size=96)
     assert recipe.dataset == str(tmp_path) and recipe.epochs == 3
     assert recipe.finetune.unfreeze == 0.5
-    assert recipe.model_kwargs["weights"] == "w.h5" and recipe.model_kwargs["alpha"] == 0.35
-    assert recipe.model_kwargs["input_shape"] == [96, 96, 3]
+    assert recipe.model_options["weights"] == "w.h5" and recipe.model_options["alpha"] == 0.35
+    assert recipe.model_options["input_shape"] == [96, 96, 3]
     switched = finetune_recipe(tmp_path, recipe="mobilenet_v2_ants_bees", backbone="resnet50")
-    assert switched.model == "resnet50" and "alpha" not in switched.model_kwargs
+    assert switched.model == "resnet50" and "alpha" not in switched.model_options
     with pytest.raises(KzooError, match="unfreeze"):
         finetune_recipe(tmp_path, unfreeze=1.5)
     with pytest.raises(KzooError, match="pass an image FOLDER"):
@@ -234,7 +234,7 @@ def test_train_routes_a_finetune_recipe(tmp_path):
     recipe = tmp_path / "tiny_finetune.yaml"
     recipe.write_text(
         f"model: mobilenet_v2\ndataset: {folder}\nvalidation_split: 0.25\n"
-        "model_kwargs: {alpha: 0.35, weights: null, input_shape: [32, 32, 3]}\n"
+        "model_options: {alpha: 0.35, weights: null, input_shape: [32, 32, 3]}\n"
         "batch_size: 8\nepochs: 1\n"
         "finetune: {head_epochs: 1, unfreeze: 0, cache_features: false, center_crop: null}\n"
     )

@@ -12,13 +12,13 @@ import yaml
 from conftest import assert_clean_error, write_image_folder
 
 import kzoo
-from kzoo import pipeline
-from kzoo.datasets import image_folder
+from kzoo.data import pipeline
+from kzoo.data.datasets import image_folder
+from kzoo.data.images import read_image
 from kzoo.errors import KzooError
-from kzoo.finetune import KeepBestEpoch
-from kzoo.images import read_image
-from kzoo.recipes import load_recipe
-from kzoo.training import class_weights, with_validation_in_train
+from kzoo.recipes.zoo import load_recipe
+from kzoo.training.finetune import KeepBestEpoch
+from kzoo.training.train import class_weights, with_validation_in_train
 
 
 @pytest.fixture(autouse=True)
@@ -30,7 +30,7 @@ def folder_recipe(tmp_path, classes, **extra):
     """A softmax-regression recipe on a generated 8x8 folder (imbalanced as ``classes`` says)."""
     folder = write_image_folder(tmp_path / "shapes", classes, size=(8, 8))
     recipe = {"model": "softmax_regression", "dataset": str(folder),
-              "model_kwargs": {"input_shape": [8, 8, 3], "num_classes": len(classes)},
+              "model_options": {"input_shape": [8, 8, 3], "num_classes": len(classes)},
               "optimizer": {"name": "sgd", "learning_rate": 0.01}, "batch_size": 8, "epochs": 1,
               "validation_split": 0.25, **extra}
     path = tmp_path / "shapes.yaml"
@@ -47,7 +47,7 @@ def test_balanced_class_weights():
 
 
 def load_recipe_dict(extra):
-    from kzoo.recipes import recipe_from_dict
+    from kzoo.recipes.recipe import recipe_from_dict
 
     return recipe_from_dict("r", {"model": "mlp", "dataset": "mnist", **extra}, "test")
 

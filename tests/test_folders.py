@@ -23,12 +23,16 @@ from messy_images import (
     write_messy_files,
 )
 
-from kzoo import pipeline
-from kzoo.datasets import image_folder
+from kzoo.data import pipeline
+from kzoo.data.audit import audit
+from kzoo.data.datasets import image_folder
+from kzoo.data.images import read_image
+from kzoo.data.locations import cache_dir
+from kzoo.data.manifest import read_manifest
+from kzoo.data.pipeline import Examples, make_pipeline, raw_batches, streams
+from kzoo.data.scan import scan_folder
+from kzoo.data.store import Framing, ImageStore
 from kzoo.errors import KzooError
-from kzoo.folders import Framing, ImageStore, audit, cache_dir, read_manifest, scan_folder
-from kzoo.images import read_image
-from kzoo.pipeline import Examples, make_pipeline, raw_batches, streams
 
 FRAMING = Framing((16, 16), 3, None)
 
@@ -95,13 +99,13 @@ def test_messy_files_are_skipped_once_and_remembered(tmp_path):
 
 KILLED_SCAN = """
 import sys, time
-import kzoo.folders as folders
-from kzoo.folders import Framing, scan_folder
-decode = folders.decode_file
+import kzoo.data.scan as scan
+from kzoo.data.scan import Framing, scan_folder
+decode = scan.decode_file
 def slow(*args, **kwargs):
     time.sleep(0.05)
     return decode(*args, **kwargs)
-folders.decode_file = slow
+scan.decode_file = slow
 scan_folder(sys.argv[1], Framing((16, 16), 3, None), progress=False)
 """
 
@@ -229,8 +233,8 @@ def test_an_empty_class_is_an_error_before_training(tmp_path):
 def test_an_epoch_is_a_function_of_the_seed_and_the_epoch(tmp_path, monkeypatch, streamed):
     """Epochs 2 and 3 on their own (a resumed run) are the epochs 2 and 3 of a whole run:
     order and augmentation alike; and epochs differ from each other."""
-    from kzoo.augment import augmentation
-    from kzoo.pipeline import epoch_batches
+    from kzoo.data.augment import augmentation
+    from kzoo.data.pipeline import epoch_batches
 
     write_image_folder(tmp_path / "imgs", {"a": 30, "b": 20}, size=(20, 20))
     train = image_folder(tmp_path / "imgs", (16, 16), validation_split=0.2, progress=False)

@@ -7,9 +7,8 @@ import pytest
 from messy_images import MESSY_DECODED, MESSY_SKIPPED, make_clean_folder, write_messy_files
 from PIL import Image
 
-from kzoo.datasets import image_folder
-from kzoo.errors import KzooError
-from kzoo.images import (
+from kzoo.data.datasets import image_folder
+from kzoo.data.images import (
     UnreadableImage,
     crop_box,
     describe_skipped,
@@ -17,6 +16,7 @@ from kzoo.images import (
     read_image,
     read_images,
 )
+from kzoo.errors import KzooError
 
 
 @pytest.fixture(scope="module")

@@ -18,11 +18,11 @@ import pytest
 from messy_images import make_split_folder, write_messy_files, write_mobilenet_weights
 
 import kzoo
-from kzoo import cli
+from kzoo.analysis.inference import check_export, load_run
+from kzoo.cli import main as cli
+from kzoo.data.images import read_image
 from kzoo.errors import KzooError
-from kzoo.images import read_image
-from kzoo.inference import check_export, load_run
-from kzoo.registry import load_model
+from kzoo.models.registry import load_model
 
 ENV = {**os.environ, "KZOO_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
 

@@ -14,7 +14,11 @@ from messy_images import write_informative_mobilenet_weights
 from PIL import Image
 from test_report import _browse, _chromium
 
-from kzoo.labels import confident_learning, out_of_fold_probabilities, stratified_folds
+from kzoo.analysis.labels import (
+    confident_learning,
+    out_of_fold_probabilities,
+    stratified_folds,
+)
 
 
 def test_confident_learning_flags_confident_disagreements_most_confident_first():

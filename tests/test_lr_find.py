@@ -13,11 +13,11 @@ from messy_images import make_split_folder, write_mobilenet_weights
 from PIL import Image
 
 import kzoo
-from kzoo.lr_range import RULE, sweep
-from kzoo.recipes import load_recipe
-from kzoo.registry import load_model
+from kzoo.models.registry import load_model
+from kzoo.recipes.zoo import load_recipe
+from kzoo.training.lr_find import RULE, sweep
 
-RECIPE = {**TINY_LENET_RECIPE, "model_kwargs": {},
+RECIPE = {**TINY_LENET_RECIPE, "model_options": {},
           "optimizer": {"name": "adam", "learning_rate": 0.003, "schedule": {"name": "cosine"}}}
 
 

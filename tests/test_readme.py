@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kzoo.catalog import model_table
+from kzoo.models.catalog import model_table
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,10 +9,11 @@ import pytest
 import yaml
 
 import kzoo
-from kzoo.augment import PRESETS
-from kzoo.datasets import DATASETS
-from kzoo.recipes import OPTIMIZERS, SCHEDULES, Recipe, recipe_dirs, save_recipe
-from kzoo.registry import get_spec
+from kzoo.data.augment import PRESETS
+from kzoo.data.datasets import DATASETS
+from kzoo.models.registry import get_spec
+from kzoo.recipes.recipe import OPTIMIZERS, SCHEDULES, Recipe
+from kzoo.recipes.zoo import recipe_dirs, save_recipe
 
 ZOO = Path(__file__).resolve().parent.parent / "zoo_configs"
 ZOO_FILES = sorted(ZOO.glob("*.yaml"))
@@ -42,7 +43,7 @@ def test_every_zoo_recipe_is_valid(path):
         assert not difflib.get_close_matches(recipe.dataset, DATASETS, cutoff=0.75), recipe.dataset
     assert recipe.augmentation in PRESETS
     assert recipe.optimizer.name in OPTIMIZERS and recipe.optimizer.schedule in SCHEDULES
-    assert set(recipe.model_kwargs) <= set(get_spec(recipe.model).options)
+    assert set(recipe.model_options) <= set(get_spec(recipe.model).options)
     if recipe.expected_accuracy is not None:
         assert 0 < recipe.expected_accuracy <= 1
     assert recipe.description
@@ -83,7 +84,7 @@ def test_unknown_optimizer_key_is_named(tmp_path):
 
 @pytest.mark.parametrize(
     "key, value",
-    [("epochs", "ten"), ("batch_size", 12.5), ("model_kwargs", [1]), ("validation_split", "x"),
+    [("epochs", "ten"), ("batch_size", 12.5), ("model_options", [1]), ("validation_split", "x"),
      ("epochs", True), ("steps_per_execution", "many"), ("lookahead", 2.5),
      ("label_smoothing", "some")],
 )
@@ -175,10 +176,10 @@ def test_with_overrides_reaches_optimizer_and_model_options():
     changed = recipe.with_overrides(learning_rate=0.25, dropout=0.3, epochs=2, batch_size=None)
     assert changed.optimizer.learning_rate == 0.25
     assert changed.optimizer.name == recipe.optimizer.name
-    assert changed.model_kwargs["dropout"] == 0.3
+    assert changed.model_options["dropout"] == 0.3
     assert changed.epochs == 2
     assert changed.batch_size == recipe.batch_size  # None: left as it was
-    assert recipe.optimizer.learning_rate != 0.25 and "dropout" not in recipe.model_kwargs
+    assert recipe.optimizer.learning_rate != 0.25 and "dropout" not in recipe.model_options
 
 
 def test_with_overrides_validates(tmp_path):
@@ -196,7 +197,7 @@ def test_triangle_schedule_peak_must_be_inside_training(tmp_path):
 
 
 def test_optimizer_extras_reach_the_keras_optimizer(tmp_path):
-    from kzoo.optimizers import LayerwiseLearningRates, make_optimizer
+    from kzoo.training.optimizers import LayerwiseLearningRates, make_optimizer
 
     recipe = kzoo.load_recipe(write_recipe(tmp_path, {**MINIMAL, "optimizer": {
         "name": "sgd", "momentum": 0.85, "nesterov": True, "weight_decay": 0.01,

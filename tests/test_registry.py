@@ -9,7 +9,7 @@ import pytest
 
 import kzoo
 from kzoo.models.pretrained import CaffePreprocessing
-from kzoo.registry import get_spec
+from kzoo.models.registry import get_spec
 
 MODELS = kzoo.list_models()
 
@@ -269,7 +269,7 @@ def test_describe_pretrained_never_downloads():
 
 
 def test_register_model_reads_defaults_from_the_signature():
-    from kzoo import specs
+    from kzoo.models import specs
 
     @kzoo.register_model(summary="a test model", description="d", source="s", tags=("test",))
     def zz_test_model(num_classes=4, input_shape=(6, 6, 1), width=3):
@@ -298,17 +298,17 @@ def test_every_public_name_resolves_and_importing_kzoo_needs_no_tensorflow():
     assert sorted(kzoo.__all__) == sorted(["__version__", *kzoo._PUBLIC])
     for name in kzoo.__all__:
         assert getattr(kzoo, name) is not None
-    code = "import sys, kzoo, kzoo.folders, kzoo.images; print('tensorflow' in sys.modules)"
+    code = "import sys, kzoo, kzoo.data.scan, kzoo.data.images; print('tensorflow' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
 
 
 def test_the_model_index_matches_the_builders():
     """kzoo/models/index.json (what `kzoo list` and `kzoo info` read without Keras) is what the
-    builders say; after changing a model, `python -m kzoo.catalog` rewrites it."""
+    builders say; after changing a model, `python -m kzoo.models.catalog` rewrites it."""
     import json
 
-    from kzoo.catalog import model_index
-    from kzoo.registry import INDEX
+    from kzoo.models.catalog import model_index
+    from kzoo.models.registry import INDEX
 
-    assert json.loads(INDEX.read_text()) == model_index(), "run `python -m kzoo.catalog`"
+    assert json.loads(INDEX.read_text()) == model_index(), "run `python -m kzoo.models.catalog`"

@@ -15,10 +15,10 @@ import pytest
 from PIL import Image
 
 import kzoo
-from kzoo.evaluation import classification_metrics
-from kzoo.images import Skipped
-from kzoo.pipeline import Examples
-from kzoo.reports import top_losses, write_report
+from kzoo.analysis.evaluation import classification_metrics
+from kzoo.analysis.reports import top_losses, write_report
+from kzoo.data.images import Skipped
+from kzoo.data.pipeline import Examples
 
 CLASSES = ["ants", "bees", "<wasps & co>"]  # a name that must be escaped in HTML
 

@@ -9,8 +9,8 @@ import time
 import pytest
 
 from kzoo.errors import KzooError
-from kzoo.recipes import recipe_from_dict
-from kzoo.runs import choose_run_dir, latest_unfinished_run, start_run_dir
+from kzoo.recipes.recipe import recipe_from_dict
+from kzoo.training.runs import choose_run_dir, latest_unfinished_run, start_run_dir
 
 RECIPE = recipe_from_dict("tiny", {"model": "softmax_regression", "dataset": "mnist"}, "test")
 

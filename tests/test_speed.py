@@ -13,16 +13,21 @@ import yaml
 from conftest import assert_clean_error, write_image_folder, write_mnist_npz
 
 import kzoo
+from kzoo.analysis.tta import predict_batch, shift_pixels, tta_views
 from kzoo.errors import KzooError
-from kzoo.flops import (
+from kzoo.recipes.zoo import load_recipe
+from kzoo.training.flops import (
     MAX_STEPS_PER_EXECUTION,
     auto_steps_per_execution,
     dividing_steps,
     forward_flops,
 )
-from kzoo.precision import auto_precision, cpu_flags, precision_policy, resolve_precision
-from kzoo.recipes import load_recipe
-from kzoo.tta import predict_batch, shift_pixels, tta_views
+from kzoo.training.precision import (
+    auto_precision,
+    cpu_flags,
+    precision_policy,
+    resolve_precision,
+)
 
 RECIPE = {
     "model": "lenet5",
@@ -195,7 +200,7 @@ def test_unknown_tta_mode_is_refused_in_a_recipe(tmp_path):
 def test_predict_and_evaluate_with_tta_from_the_cli(tmp_path, cli):
     folder = write_image_folder(tmp_path / "shapes", {"red": 12, "green": 12}, size=(16, 16))
     run = kzoo.train(write_recipe(tmp_path, model="cifar_convnet", dataset=str(folder),
-                                  model_kwargs={"input_shape": [16, 16, 3], "num_classes": 2},
+                                  model_options={"input_shape": [16, 16, 3], "num_classes": 2},
                                   validation_split=0.25, epochs=1, batch_size=8),
                      tta="flip", run_dir=tmp_path / "run", verbose=0)
     assert run.metrics["tta"] == "flip" and "val_accuracy_without_tta" in run.metrics

@@ -16,7 +16,7 @@ import yaml
 from conftest import write_mnist_npz
 
 import kzoo
-import kzoo.training
+import kzoo.training.train
 
 RECIPE = {
     "description": "LeNet-5 on a tiny synthetic mnist.npz",

@@ -23,10 +23,11 @@ import yaml
 from conftest import TINY_SOFTMAX_RECIPE, cli_env
 
 import kzoo
-from kzoo.cli import main
+from kzoo.cli.main import main
 from kzoo.errors import KzooError
-from kzoo.recipes import SearchRange, load_recipe, parse_search_option
-from kzoo.training import load_splits
+from kzoo.recipes.search import SearchRange, parse_search_option
+from kzoo.recipes.zoo import load_recipe
+from kzoo.training.train import load_splits
 from kzoo.tuning import (
     RecipeHyperModel,
     custom_gradients,
@@ -39,7 +40,7 @@ SOFTMAX = TINY_SOFTMAX_RECIPE
 LENET = {
     "model": "lenet5",
     "dataset": "mnist",
-    "model_kwargs": {"dropout": 0.2},
+    "model_options": {"dropout": 0.2},
     "optimizer": {"name": "adam", "learning_rate": 0.002},
     "batch_size": 64,
     "epochs": 1,
@@ -76,7 +77,7 @@ def test_default_space_is_learning_rate_batch_size_and_dropout_around_the_recipe
 
 
 def test_search_section_and_command_line_narrow_widen_and_extend(tmp_path):
-    data = {**LENET, "model": "mlp", "model_kwargs": {"hidden_units": 64, "dropout": 0.0},
+    data = {**LENET, "model": "mlp", "model_options": {"hidden_units": 64, "dropout": 0.0},
             "search": {"learning_rate": {"max": 1.0},  # widen: min and log scale kept
                        "batch_size": {"values": [32, 64]},  # narrow
                        "hidden_units": {"values": [32, 64, 128]},  # extend: a model option

@@ -1,3 +1,2 @@
-"""The model families; importing this package registers every model."""
-
-from kzoo.models import airbench, alexnet, cifar, lenet, linear, pretrained  # noqa: F401
+"""Models: the registry, specs, catalog and weights, shared blocks and layers, and one module
+per family (listed in :mod:`kzoo.models.families`)."""

@@ -15,7 +15,7 @@ from keras import layers
 
 from kzoo.models.blocks import check_choice, check_image_shape, check_num_classes
 from kzoo.models.layers import Dirac, PatchWhitening, activation_layer
-from kzoo.specs import register_model
+from kzoo.models.specs import register_model
 
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "silu")
 

@@ -19,7 +19,7 @@ from kzoo.models.blocks import (
     classifier_head,
     pixel_input,
 )
-from kzoo.specs import register_model
+from kzoo.models.specs import register_model
 
 _LARGE_INPUT = 96
 

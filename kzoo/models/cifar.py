@@ -13,7 +13,7 @@ from kzoo.models.blocks import (
     classifier_head,
     pixel_input,
 )
-from kzoo.specs import register_model
+from kzoo.models.specs import register_model
 
 _SOURCE = "TFLearn article in the seeds (CIFAR-10 convnet, tflearn/examples/images/convnet_cifar10.py)"
 

@@ -14,7 +14,7 @@ from kzoo.models.blocks import (
     pad_to,
     pixel_input,
 )
-from kzoo.specs import register_model
+from kzoo.models.specs import register_model
 
 _POOLING = {"max": layers.MaxPooling2D, "avg": layers.AveragePooling2D}
 

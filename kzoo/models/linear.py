@@ -15,7 +15,7 @@ from kzoo.models.blocks import (
     classifier_head,
     pixel_input,
 )
-from kzoo.specs import register_model
+from kzoo.models.specs import register_model
 
 
 @register_model(

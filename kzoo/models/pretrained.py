@@ -18,8 +18,8 @@ from kzoo.models.blocks import (
     check_rate,
     classifier_head,
 )
-from kzoo.specs import register_model
-from kzoo.weights import load_application
+from kzoo.models.specs import register_model
+from kzoo.models.weights import load_application
 
 
 @keras.saving.register_keras_serializable(package="kzoo")

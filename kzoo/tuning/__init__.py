@@ -44,12 +44,14 @@ from typing import Any, NamedTuple
 import keras
 import keras_tuner as kt
 
-from kzoo.augment import augmentation
+from kzoo.data.augment import augmentation
 from kzoo.errors import KzooError
 from kzoo.files import write_atomically, write_json
-from kzoo.recipes import Recipe, load_recipe, parse_search_entry, save_recipe
-from kzoo.runs import TrainResult
-from kzoo.training import load_splits, train, with_validation_in_train
+from kzoo.recipes.recipe import Recipe
+from kzoo.recipes.search import parse_search_entry
+from kzoo.recipes.zoo import load_recipe, save_recipe
+from kzoo.training.runs import TrainResult
+from kzoo.training.train import load_splits, train, with_validation_in_train
 from kzoo.tuning.distributed import distributed_role
 from kzoo.tuning.hypermodel import RecipeHyperModel, out_of_memory
 from kzoo.tuning.oracles import ALGORITHMS, SearchStopped, custom_gradients, make_tuner
@@ -156,7 +158,7 @@ def tune(
     ``kzoo train`` would. ``chief``/``worker`` (``HOST:PORT``) share one search among processes
     (see :func:`distributed_role`); a worker silent for ``worker_timeout`` seconds (default: 3x
     the longest silence seen, at least a minute) loses its trial to another. ``precision``
-    overrides the recipe's (:mod:`kzoo.precision`). ``callbacks`` (e.g. EarlyStopping) join every trial's fit.
+    overrides the recipe's (:mod:`kzoo.training.precision`). ``callbacks`` (e.g. EarlyStopping) join every trial's fit.
 
     >>> result = kzoo.tune("lenet5_mnist", max_trials=20, epochs=3,
     ...                    search={"batch_size": {"values": [32, 128, 2000]}})

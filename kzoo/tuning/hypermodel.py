@@ -12,16 +12,16 @@ import keras
 import keras_tuner as kt
 import tensorflow as tf
 
-from kzoo.augment import augmentation
-from kzoo.datasets import Splits
-from kzoo.flops import steps_per_execution_for
-from kzoo.losses import make_loss
-from kzoo.optimizers import make_optimizer
-from kzoo.pipeline import make_pipeline
-from kzoo.precision import precision_policy
-from kzoo.recipes import Recipe
-from kzoo.runs import seed_everything
-from kzoo.training import adapt_to_data, build_for
+from kzoo.data.augment import augmentation
+from kzoo.data.datasets import Splits
+from kzoo.data.pipeline import make_pipeline
+from kzoo.recipes.recipe import Recipe
+from kzoo.training.flops import steps_per_execution_for
+from kzoo.training.losses import make_loss
+from kzoo.training.optimizers import make_optimizer
+from kzoo.training.precision import precision_policy
+from kzoo.training.runs import seed_everything
+from kzoo.training.train import adapt_to_data, build_for
 from kzoo.tuning.space import Tunable, apply_values, format_values
 from kzoo.tuning.table import OBJECTIVE, SETTINGS_HP
 

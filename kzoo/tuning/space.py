@@ -12,10 +12,11 @@ import difflib
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from kzoo.augment import PRESETS
+from kzoo.data.augment import PRESETS
 from kzoo.errors import KzooError
-from kzoo.recipes import Recipe, SearchRange
-from kzoo.registry import get_spec
+from kzoo.models.registry import get_spec
+from kzoo.recipes.recipe import Recipe
+from kzoo.recipes.search import SearchRange
 
 if TYPE_CHECKING:
     import keras_tuner as kt
@@ -78,13 +79,13 @@ def recipe_value(recipe: Recipe, name: str) -> Any:
         return getattr(recipe.optimizer, name)
     if name in _RECIPE_TUNABLES:
         return getattr(recipe, name)
-    return recipe.model_kwargs.get(name, get_spec(recipe.model).options[name])
+    return recipe.model_options.get(name, get_spec(recipe.model).options[name])
 
 
 def apply_values(recipe: Recipe, values: Mapping[str, Any]) -> Recipe:
     """``recipe`` with the hyperparameters in ``values`` set (Hyperband's ``tuner/`` values are
     left out)."""
-    optimizer, model_kwargs, fields = recipe.optimizer, dict(recipe.model_kwargs), {}
+    optimizer, model_options, fields = recipe.optimizer, dict(recipe.model_options), {}
     for name, value in values.items():
         if "/" in name:  # Hyperband's tuner/... and kzoo/settings: bookkeeping
             continue
@@ -93,8 +94,8 @@ def apply_values(recipe: Recipe, values: Mapping[str, Any]) -> Recipe:
         elif name in _RECIPE_TUNABLES:
             fields[name] = value
         else:
-            model_kwargs[name] = value
-    return dataclasses.replace(recipe, optimizer=optimizer, model_kwargs=model_kwargs, **fields)
+            model_options[name] = value
+    return dataclasses.replace(recipe, optimizer=optimizer, model_options=model_options, **fields)
 
 
 def significant(value: float) -> float:

@@ -1,0 +1,1 @@
+"""Analysis of trained models: evaluation, TTA, inference, export, explanations, label audits, reports."""

@@ -1,0 +1,1 @@
+"""The ``kzoo`` command: one module per command group."""

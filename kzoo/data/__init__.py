@@ -1,0 +1,1 @@
+"""Data: image files, folder scans and stores, named datasets, pipelines and augmentation."""

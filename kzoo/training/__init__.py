@@ -1,0 +1,1 @@
+"""Training: the run lifecycle and the pieces it runs (train, fine-tuning phases, LR sweep)."""
