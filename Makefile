@@ -1,15 +1,22 @@
 # `make test` and `make demo` set up everything they need: a virtual environment in .venv with
-# kzoo installed in editable mode.
+# kzoo installed in editable mode (`make demo` with the runtime dependencies only, `make test`
+# with the dev extra too).
 PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: test demo browser bench-mnist bench-speed lint clean
+.PHONY: test demo docs browser bench-mnist bench-speed lint clean
 
 $(BIN)/.kzoo-installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(BIN)/.kzoo-runtime: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
 test: $(BIN)/.kzoo-installed browser
@@ -21,8 +28,12 @@ browser:
 	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
 	  || echo "chromium is not installed: the report's browser test will be skipped"
 
-demo: $(BIN)/.kzoo-installed
+demo: $(BIN)/.kzoo-runtime
 	$(BIN)/kzoo train lenet5_mnist_sample
+
+# the documentation site (docs/, mkdocs.yml) into site/; --strict fails on a broken link
+docs: $(BIN)/.kzoo-installed
+	$(BIN)/mkdocs build --strict
 
 bench-mnist: $(BIN)/.kzoo-installed
 	$(BIN)/python bench/accuracy.py softmax_regression_mnist lenet5_mnist --data-dir ../shared/data
