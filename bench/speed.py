@@ -203,7 +203,7 @@ def child_keras(name, args, determinism=False, xla=False):
         return data.batch(spec["batch"]).prefetch(tf.data.AUTOTUNE)
 
     if name == "mobilenet_v2_ants_bees":
-        from kzoo.training.finetune import unfreeze_top
+        from kzoo.training.phases import unfreeze_top
 
         weights = (Path(args.data_dir) / "weights"
                    / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5")

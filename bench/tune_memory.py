@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--trials must be at least 20")
 
     import kzoo
-    import kzoo.training.runs
+    import kzoo.training.run
 
     before = resident_mb()
     with tempfile.TemporaryDirectory() as scratch:
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         "bounded": late - early <= args.tolerance_mb,
         "command": "python bench/tune_memory.py --data-dir ../shared/data",
         "machine": machine(),
-        "versions": kzoo.training.runs.versions(),
+        "versions": kzoo.training.run.versions(),
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(record, indent=2) + "\n")

@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import kzoo
-    import kzoo.training.runs
+    import kzoo.training.run
 
     hyperband_trials, budget = hyperband_budget(args.max_epochs, args.factor)
     random_trials = round(budget / args.max_epochs)
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     record.update(
         command="python bench/tune_mnist.py --data-dir ../shared/data"
         + (f" --train-images {args.train_images}" if args.train_images != 16000 else ""),
-        machine=machine(), versions=kzoo.training.runs.versions(),
+        machine=machine(), versions=kzoo.training.run.versions(),
     )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(record, indent=2) + "\n")

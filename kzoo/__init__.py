@@ -29,7 +29,7 @@ _PUBLIC = {
     "load_dataset": "kzoo.data.datasets",
     "load_model": "kzoo.models.registry",
     "load_recipe": "kzoo.recipes.zoo",
-    "lr_find": "kzoo.training.train",
+    "lr_find": "kzoo.training.lr_find",
     "predict": "kzoo.analysis.inference",
     "register_model": "kzoo.models.specs",
     "train": "kzoo.training.train",

@@ -22,15 +22,18 @@ import kzoo
 from kzoo.cli import main as cli
 from kzoo.errors import KzooError
 from kzoo.models.blocks import class_names_of
-from kzoo.training.finetune import (
-    discriminative_multipliers,
-    finetune_recipe,
-    unfreeze_top,
-    with_lr_multipliers,
-)
+from kzoo.models.parts import classifier_parts
+from kzoo.training.finetune import finetune_recipe
+from kzoo.training.optimizers import discriminative_multipliers, with_lr_multipliers
+from kzoo.training.phases import unfreeze_top
 
-TINY = {"backbone": "mobilenet_v2", "image_size": 64, "model_options": {"alpha": 0.35},
+TINY = {"backbone": "mobilenet_v2", "model_options": {"alpha": 0.35, "image_size": 64},
         "batch_size": 8, "head_epochs": 2, "epochs": 1, "verbose": 0}
+
+
+def tiny(**model_options):
+    """TINY with more model options (``weights``, ...)."""
+    return {**TINY, "model_options": {**TINY["model_options"], **model_options}}
 
 
 @pytest.fixture(autouse=True)
@@ -64,9 +67,9 @@ def run(messy_folder, mobilenet_weights, tmp_path_factory):
                            weights=str(mobilenet_weights))
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        result = kzoo.fine_tune(messy_folder, weights=mobilenet_weights, run_dir=run_dir,
+        result = kzoo.fine_tune(messy_folder, run_dir=run_dir,
                                 discriminative_lr=0.1, feature_views=1, keep_best=False,
-                                **{**TINY, "verbose": 2})
+                                **{**tiny(weights=mobilenet_weights), "verbose": 2})
     return result, reference, printed.getvalue()
 
 
@@ -74,8 +77,8 @@ def test_a_worse_fine_tuning_phase_keeps_the_head_phase_model(messy_folder, mobi
                                                               tmp_path):
     reference = kzoo.build("mobilenet_v2", num_classes=2, input_shape=(64, 64, 3), alpha=0.35,
                            weights=str(mobilenet_weights))
-    result = kzoo.fine_tune(messy_folder, weights=mobilenet_weights, run_dir=tmp_path / "run",
-                            learning_rate=50.0, **TINY)  # phase two wrecks the model
+    result = kzoo.fine_tune(messy_folder, run_dir=tmp_path / "run",
+                            learning_rate=50.0, **tiny(weights=mobilenet_weights))  # phase two wrecks the model
     history = result.history
     assert history["phase"] == ["head", "head", "fine-tune"]
     head_best = max(range(2), key=lambda i: (history["val_accuracy"][i], -history["val_loss"][i]))
@@ -88,7 +91,7 @@ def test_a_worse_fine_tuning_phase_keeps_the_head_phase_model(messy_folder, mobi
 
 
 def _backbone_weights(model):
-    backbone = model.get_layer("backbone")
+    backbone = classifier_parts(model).backbone
     return {w.path: np.array(w) for w in backbone.weights}
 
 
@@ -141,11 +144,12 @@ def test_resnet50_end_to_end_with_a_local_weights_file(tmp_path):
     saved = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3))
     saved.save_weights(weights)
     folder = make_split_folder(tmp_path / "data", train=4, val=2)
-    result = kzoo.fine_tune(folder, backbone="resnet50", weights=weights, image_size=32,
+    result = kzoo.fine_tune(folder, backbone="resnet50",
+                            model_options={"weights": weights, "image_size": 32},
                             batch_size=8, head_epochs=2, epochs=1, unfreeze=0.05, verbose=0,
                             run_dir=tmp_path / "run")
     assert result.history["phase"] == ["head", "head", "fine-tune"]
-    backbone = result.model.get_layer("backbone")  # loaded from the file; below the cut: as saved
+    backbone = classifier_parts(result.model).backbone  # loaded from the file; below the cut: as saved
     assert np.array_equal(np.array(saved.get_layer("conv1_conv").kernel),
                           np.array(backbone.get_layer("conv1_conv").kernel))
     assert result.model.name == "resnet50" and (result.run_dir / "report.html").is_file()
@@ -174,7 +178,7 @@ def test_imagenet_finds_the_keras_file_in_a_data_dir(tmp_path, monkeypatch):
     saved.save(tmp_path / "weights" / name)  # the legacy .h5 layout Keras's own files have
     monkeypatch.setenv("KZOO_DATA_DIR", str(tmp_path))
     model = kzoo.build("mobilenet_v2", num_classes=2, input_shape=(96, 96, 3), alpha=0.35)
-    kernel = model.get_layer("backbone").get_layer("Conv1").kernel
+    kernel = classifier_parts(model).backbone.get_layer("Conv1").kernel
     assert np.array_equal(np.array(kernel), np.array(saved.get_layer("Conv1").kernel))
 
 
@@ -199,7 +203,7 @@ def test_unfreeze_top_and_discriminative_multipliers():
     model = kzoo.build("mobilenet_v2", num_classes=2, input_shape=(32, 32, 3), alpha=0.35,
                        weights=None)
     unfrozen = unfreeze_top(model, 0.2)
-    backbone = model.get_layer("backbone")
+    backbone = classifier_parts(model).backbone
     assert unfrozen and unfrozen[-1].name == "Conv_1"
     assert not backbone.get_layer("Conv1").trainable
     assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in unfrozen)
@@ -212,7 +216,7 @@ def test_unfreeze_top_and_discriminative_multipliers():
 
 def test_recipe_settings_and_overrides(tmp_path):
     recipe = finetune_recipe(tmp_path, recipe="mobilenet_v2_ants_bees", epochs=3, unfreeze=0.5,
-                             weights="w.h5", image_size=96)
+                             model_options={"weights": "w.h5", "image_size": 96})
     assert recipe.dataset == str(tmp_path) and recipe.epochs == 3
     assert recipe.finetune.unfreeze == 0.5
     assert recipe.model_options["weights"] == "w.h5" and recipe.model_options["alpha"] == 0.35
@@ -264,12 +268,13 @@ def test_cli_finetune_errors_are_one_line(tmp_path, capsys):
 def test_bad_data_or_a_used_run_dir_fail_before_any_work(tmp_path):
     make_clean_folder(tmp_path / "one", classes=("ants",), per_class=2)
     with pytest.raises(KzooError, match="expected at least 2"):
-        kzoo.fine_tune(tmp_path / "one", weights=None, run_dir=tmp_path / "run")
+        kzoo.fine_tune(tmp_path / "one", model_options={"weights": None}, run_dir=tmp_path / "run")
     assert not (tmp_path / "run").exists()  # no half-made run directory left behind
     (tmp_path / "used").mkdir()
     (tmp_path / "used" / "model.keras").write_text("")
     with pytest.raises(KzooError, match="not empty"):
-        kzoo.fine_tune(tmp_path / "one", weights=None, run_dir=tmp_path / "used")
+        kzoo.fine_tune(tmp_path / "one", model_options={"weights": None},
+                       run_dir=tmp_path / "used")
 
 
 def test_missing_weights_leave_no_run_dir_behind(tmp_path):

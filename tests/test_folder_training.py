@@ -17,8 +17,9 @@ from kzoo.data.datasets import image_folder
 from kzoo.data.images import read_image
 from kzoo.errors import KzooError
 from kzoo.recipes.zoo import load_recipe
-from kzoo.training.finetune import KeepBestEpoch
-from kzoo.training.train import class_weights, with_validation_in_train
+from kzoo.training.callbacks import KeepGoodEpoch
+from kzoo.training.optimizers import class_weights
+from kzoo.training.train import with_validation_in_train
 
 
 @pytest.fixture(autouse=True)
@@ -91,22 +92,22 @@ def test_a_folder_without_test_has_no_test_split_and_no_train_plus_validation(tm
 
 def test_keep_best_epoch_restores_the_best_validation_weights():
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
-    keep = KeepBestEpoch()
+    keep = KeepGoodEpoch("best")
     keep.set_model(model)
     keep.on_train_begin()
     scores = [(0.5, 1.0), (0.8, 0.6), (0.8, 0.7), (0.6, 0.5)]  # epoch 1 is best (tie: lower loss)
     for epoch, (accuracy, loss) in enumerate(scores):
         model.set_weights([np.full((1, 1), epoch, "float32"), np.zeros(1, "float32")])
-        keep.on_epoch_end(epoch, {"val_accuracy": accuracy, "val_loss": loss})
+        keep.on_epoch_end(epoch, {"loss": 1.0, "val_accuracy": accuracy, "val_loss": loss})
     keep.on_train_end()
     assert keep.best_epoch == 1 and model.get_weights()[0][0, 0] == 1
 
-    baseline = KeepBestEpoch(baseline=(0.9, 0.2))  # phase two keeps phase one's model ...
+    baseline = KeepGoodEpoch("best", baseline=(0.9, 0.2))  # phase two keeps phase one's model ...
     baseline.set_model(model)
     model.set_weights([np.full((1, 1), 7, "float32"), np.zeros(1, "float32")])
     baseline.on_train_begin()
     model.set_weights([np.full((1, 1), 8, "float32"), np.zeros(1, "float32")])
-    baseline.on_epoch_end(0, {"val_accuracy": 0.85, "val_loss": 0.3})
+    baseline.on_epoch_end(0, {"loss": 1.0, "val_accuracy": 0.85, "val_loss": 0.3})
     baseline.on_train_end()
     assert baseline.best_epoch is None and model.get_weights()[0][0, 0] == 7  # ... when no epoch beats it
 

@@ -24,7 +24,7 @@ from messy_images import (
 )
 
 from kzoo.data import pipeline
-from kzoo.data.audit import audit
+from kzoo.data.audit import audit_scan
 from kzoo.data.datasets import image_folder
 from kzoo.data.images import read_image
 from kzoo.data.locations import cache_dir
@@ -189,7 +189,7 @@ def test_audit_counts_and_cross_split_duplicates(tmp_path):
     leaked = root / "val" / "cat" / "leaked.jpg"
     leaked.write_bytes((root / "train" / "cat" / "03.jpg").read_bytes())
     (root / "train" / "cat" / "notes.txt").write_text("x")
-    report = audit(_scan(root))
+    report = audit_scan(_scan(root))
     assert report["splits"]["train"]["per_class"] == {"cat": 6, "dog": 7}
     assert report["splits"]["validation"]["images"] == 5
     assert report["imbalance_ratio"] == pytest.approx(7 / 6, abs=1e-3)

@@ -15,7 +15,7 @@ from PIL import Image
 import kzoo
 from kzoo.models.registry import load_model
 from kzoo.recipes.zoo import load_recipe
-from kzoo.training.lr_find import RULE, sweep
+from kzoo.training.lr_finder import RULE, sweep
 
 RECIPE = {**TINY_LENET_RECIPE, "model_options": {},
           "optimizer": {"name": "adam", "learning_rate": 0.003, "schedule": {"name": "cosine"}}}
@@ -34,7 +34,10 @@ def test_the_sweep_grows_the_rate_exponentially_and_stops_when_the_loss_diverges
     model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2, activation="softmax")])
     model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
     batches = [(x[i:i + 16], y[i:i + 16]) for i in range(0, 64, 16)] * 100
+    before = [w.copy() for w in model.get_weights()]
     found = sweep(model, batches, start=1e-4, end=1e4, steps=300)
+    for kept, was in zip(model.get_weights(), before):  # the finder put the weights back
+        np.testing.assert_array_equal(kept, was)
     rates = np.asarray(found.rates)
     np.testing.assert_allclose(rates[1:] / rates[:-1], (1e4 / 1e-4) ** (1 / 299), rtol=1e-9)
     assert found.diverged and len(rates) < 300  # SGD at 1e3 blows the loss up
@@ -77,8 +80,8 @@ def test_train_lr_auto_is_the_run_of_the_suggested_rate(workspace):
 def test_finetune_lr_auto_and_lr_find_on_a_folder(tmp_path):
     folder = make_split_folder(tmp_path / "photos", train=8, val=3)
     weights = write_mobilenet_weights(tmp_path / "mobilenet.weights.h5")
-    tiny = {"backbone": "mobilenet_v2", "image_size": 64, "model_options": {"alpha": 0.35},
-            "weights": str(weights), "batch_size": 8, "head_epochs": 1}
+    tiny = {"backbone": "mobilenet_v2", "batch_size": 8, "head_epochs": 1,
+            "model_options": {"alpha": 0.35, "image_size": 64, "weights": str(weights)}}
     result = kzoo.fine_tune(folder, learning_rate="auto", epochs=1, run_dir=tmp_path / "run",
                             verbose=0, **tiny)
     rate = result.metrics["learning_rate_finder"]["suggestion"]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import kzoo
-import kzoo.training.finetune
+from kzoo.models.parts import classifier_parts
 from kzoo.models.weights import KNOWN_SHA256, resolve_weights_file, search_weights_in
 
 SHAPE = (64, 64, 3)
@@ -117,13 +117,13 @@ def test_a_bare_weights_file_name_is_found_in_the_data_dir(tmp_path):
     holds it."""
     saved = kzoo.build("mobilenet_v2", weights=None, alpha=0.35, input_shape=SHAPE, num_classes=2)
     (tmp_path / "weights").mkdir()
-    backbone = kzoo.training.finetune.backbone_of(saved)
+    backbone = classifier_parts(saved).backbone
     backbone.save_weights(tmp_path / "weights" / "my_backbone.weights.h5")
     with search_weights_in(tmp_path):
         assert resolve_weights_file("my_backbone.weights.h5") == tmp_path / "weights" / "my_backbone.weights.h5"
         loaded = kzoo.build("mobilenet_v2", weights="my_backbone.weights.h5", alpha=0.35,
                             input_shape=SHAPE, num_classes=2)
-    np.testing.assert_array_equal(kzoo.training.finetune.backbone_of(loaded).weights[0].numpy(),
+    np.testing.assert_array_equal(classifier_parts(loaded).backbone.weights[0].numpy(),
                                   backbone.weights[0].numpy())
     with pytest.raises(kzoo.KzooError, match="'elsewhere.weights.h5' does not exist"):
         resolve_weights_file("elsewhere.weights.h5")

@@ -222,7 +222,7 @@ def test_nan_in_a_later_epoch_keeps_the_last_good_model(data_dir, tmp_path, monk
             [2 * steps_per_epoch], [0.01, 1e38])
         return keras.optimizers.SGD(rate)
 
-    monkeypatch.setattr(kzoo.training, "make_optimizer", blow_up_after_two_epochs)
+    monkeypatch.setattr(kzoo.training.train, "make_optimizer", blow_up_after_two_epochs)
     recipe = write_recipe(tmp_path, model="softmax_regression", augmentation="none", epochs=5)
     result = kzoo.train(recipe, data_dir=data_dir, run_dir=tmp_path / "run", verbose=0)
     output = capsys.readouterr().out

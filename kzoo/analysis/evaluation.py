@@ -1,9 +1,23 @@
-"""Test-set evaluation: predictions, accuracy, the confusion matrix, and how to print it."""
+"""Evaluation: a run's final figures on its held-out splits, the confusion matrix and per-class
+metrics, and how to print and save them."""
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 import tensorflow as tf
+
+from kzoo.analysis.tta import predict_with_tta, scores
+from kzoo.data.pipeline import Examples, make_pipeline
+from kzoo.files import write_csv
+
+if TYPE_CHECKING:
+    import keras
+
+    from kzoo.data.datasets import Splits
 
 
 def predict_labels(model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -83,3 +97,49 @@ def format_per_class(rows: list[dict]) -> str:
         lines.append(f"{row['class']:{width}}  {row['precision']:9.3f}  {row['recall']:6.3f}  "
                      f"{row['f1']:5.3f}  {row['support']:7d}")
     return "\n".join(lines)
+
+
+def evaluate_splits(
+    model: keras.Model, splits: Splits, batch_size: int, tta: str = "none",
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The one final evaluation of every kind of run: validation and test metrics of ``model``
+    (each split the run holds out), and the predicted probabilities they come from (averaged
+    over the test-time views of ``tta``), streamed a batch at a time. Without a test split no
+    test figure is reported: ``test_split`` says ``"validation"``. With ``tta``, the accuracies
+    without it are reported too. ``confusion_matrix`` is that of ``test_split``."""
+    metrics: dict[str, Any] = {}
+    probabilities: dict[str, np.ndarray] = {}
+    class_names = splits.class_names
+    for key in ("validation", "test"):
+        if key not in splits.examples:
+            continue
+        part = splits.examples[key]
+        batches = make_pipeline(part, batch_size)
+        probabilities[key] = predict_with_tta(model, batches, tta)[0]
+        metrics[key] = classification_metrics(part.labels, probabilities[key], class_names)
+        if tta != "none":
+            short = "val" if key == "validation" else key
+            metrics[f"{short}_accuracy_without_tta"] = scores(*predict_with_tta(model, batches))[1]
+    metrics.update(test_split=splits.test_split, class_names=class_names, tta=tta)
+    for key, short in (("validation", "val"), ("test", "test")):
+        if key in metrics:
+            metrics.update({f"{short}_accuracy": metrics[key]["accuracy"],
+                            f"{short}_loss": metrics[key]["loss"],
+                            f"{short}_examples": len(splits.examples[key])})
+    metrics["confusion_matrix"] = metrics[splits.test_split]["confusion_matrix"]
+    return metrics, probabilities
+
+
+def write_predictions(part: Examples, probabilities: np.ndarray, class_names: list[str],
+                      path: Path) -> None:
+    """One row per image, sorted by file: file, true class, predicted class, its probability,
+    the loss."""
+    rows = sorted(zip(part.paths, part.labels, probabilities), key=lambda row: row[0])
+
+    def lines():
+        for file, label, row in rows:
+            best = int(row.argmax())
+            loss = -math.log(max(float(row[label]), 1e-12))
+            yield [file, class_names[label], class_names[best], f"{row[best]:.6f}", f"{loss:.6f}"]
+
+    write_csv(path, ["path", "true", "predicted", "probability", "loss"], lines())

@@ -1,7 +1,7 @@
 """A pretrained model's pooled backbone features of a split, computed once: the head phase of
 fine-tuning trains on them, and the label audit's cross-validated linear heads too.
 
->>> extractor = pooled_features_model(model)          # images in, the "pool" layer's output
+>>> extractor = pooled_features_model(model)          # images in, the pooled features out
 >>> features = backbone_features(extractor, examples, 32, None, scratch / "train.f16")
 """
 
@@ -14,11 +14,12 @@ import numpy as np
 
 from kzoo.data.pipeline import ArrayRows, Examples, in_memory_limit, make_pipeline
 from kzoo.data.rows import RowFile
+from kzoo.models.parts import classifier_parts
 
 
 def pooled_features_model(model: keras.Model) -> keras.Model:
-    """The part of a zoo model up to its pooled backbone features (its layer named ``pool``)."""
-    return keras.Model(model.inputs, model.get_layer("pool").output, name="features")
+    """The part of a zoo model up to its pooled backbone features (its declared pooling)."""
+    return classifier_parts(model, need_backbone=False).features_model()
 
 
 def backbone_features(extractor: keras.Model, examples: Examples, batch_size: int, augment,

@@ -150,6 +150,7 @@ def stand_in_weights(
     import keras
 
     from kzoo.data.images import list_image_files, read_images
+    from kzoo.models.parts import classifier_parts
     from kzoo.models.registry import build
 
     files, _ = list_image_files(folder)
@@ -158,9 +159,10 @@ def stand_in_weights(
     images, _, _ = read_images(files, size=tuple(input_shape[:2]), channels=input_shape[2])
     keras.utils.set_random_seed(seed)
     model = build(name, weights=None, input_shape=tuple(input_shape), **options)
-    backbone = model.get_layer("backbone")
+    parts = classifier_parts(model)
+    backbone = parts.backbone
     x = keras.ops.convert_to_tensor(images.astype("float32"))
-    for layer in model.layers[1:model.layers.index(backbone)]:  # the model's preprocessing
+    for layer in parts.preprocessing():
         x = layer(x)
     for layer in backbone.layers:
         if isinstance(layer, keras.layers.BatchNormalization):

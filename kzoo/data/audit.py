@@ -2,18 +2,36 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 from collections import Counter, defaultdict
 from typing import Any
 
 from kzoo.data.manifest import FileRecord
-from kzoo.data.scan import FolderScan
+from kzoo.data.scan import FolderScan, scan_folder
+from kzoo.data.store import Framing
 
 # --- the audit ----------------------------------------------------------------------------------
 
 
-def audit(scan: FolderScan) -> dict[str, Any]:
-    """Counts per class and split, the imbalance ratio, skipped files with reasons, exact
+def audit(folder: str | os.PathLike, *, image_size: int = 224,
+          center_crop: float | None = 0.875, progress: bool = False) -> dict[str, Any]:
+    """Audit a folder of images (one folder per class, optionally under ``train/``, ``val/``,
+    ``test/``): counts per class and split, the imbalance ratio, skipped files with reasons,
+    exact duplicates (within a split, and across splits: leakage), image sizes and modes. The
+    folder is scanned once (and cached) at ``image_size`` and ``center_crop``, as
+    ``kzoo audit`` and fine-tuning scan it.
+
+    >>> report = kzoo.audit("photos/")
+    >>> report["duplicates"]["across_splits"]
+    """
+    side = int(image_size)
+    return audit_scan(scan_folder(folder, Framing((side, side), 3, center_crop),
+                                  progress=progress))
+
+
+def audit_scan(scan: FolderScan) -> dict[str, Any]:
+    """The audit of a folder already scanned (:func:`audit`): counts per class and split, the imbalance ratio, skipped files with reasons, exact
     duplicates (within a split, and across splits: leakage), image sizes and modes."""
     ok = [r for r in scan.records if r.status == "ok"]
     counts: dict[str, dict[str, int]] = {}

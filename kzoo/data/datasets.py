@@ -335,12 +335,12 @@ def print_data_summary(splits: Splits) -> dict | None:
     a dataset that is no folder)."""
     if splits.scan is None:
         return None
-    from kzoo.data.audit import audit, format_audit
+    from kzoo.data.audit import audit_scan, format_audit
 
     stats = splits.scan.stats
     rate = f" ({stats.decode_rate:.0f} images/s)" if stats.decode_rate else ""
     print(f"kzoo: scanned {stats.files} files in {stats.seconds:.1f}s: {stats.decoded} decoded"
           f"{rate}, {stats.reused} from the cache, {stats.skipped} skipped (cache {stats.cache})")
-    report = audit(splits.scan)
+    report = audit_scan(splits.scan)
     print(format_audit(report))
     return report

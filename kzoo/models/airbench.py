@@ -15,6 +15,7 @@ from keras import layers
 
 from kzoo.models.blocks import check_choice, check_image_shape, check_num_classes
 from kzoo.models.layers import Dirac, PatchWhitening, activation_layer
+from kzoo.models.parts import POOLING
 from kzoo.models.specs import register_model
 
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "silu")
@@ -58,7 +59,7 @@ def airbench(num_classes=10, input_shape=(32, 32, 3), widths=(64, 256, 256),
     x = activation_layer(activation, "whiten_act")(x)
     for index, width in enumerate(widths, start=1):
         x = _conv_group(x, int(width), f"block{index}", activation)
-    x = layers.GlobalMaxPooling2D(name="pool")(x)
+    x = layers.GlobalMaxPooling2D(name=POOLING)(x)
     x = layers.Dense(check_num_classes(num_classes), use_bias=False, name="logits",
                      kernel_initializer=keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform"),
                      dtype="float32")(x)

@@ -18,6 +18,7 @@ from kzoo.models.blocks import (
     check_rate,
     classifier_head,
 )
+from kzoo.models.parts import BACKBONE, POOLING
 from kzoo.models.specs import register_model
 from kzoo.models.weights import load_application
 
@@ -42,7 +43,7 @@ def _classifier(name, application, input_shape, weights, num_classes, dropout, p
     backbone = load_application(
         application, weights, include_top=False, input_shape=shape, **application_options
     )
-    backbone.name = "backbone"  # a stable name, whatever the application calls itself
+    backbone.name = BACKBONE  # the declared part (kzoo.models.parts), whatever its own name
     inputs = keras.Input(shape=shape, name="pixels")
     pixels = preprocess(inputs) if preprocess is not None else inputs
     features = backbone(pixels, training=False if weights is not None else None)
@@ -53,7 +54,7 @@ def _classifier(name, application, input_shape, weights, num_classes, dropout, p
         for layer in backbone.layers:
             if isinstance(layer, layers.BatchNormalization):
                 layer.trainable = False
-    x = layers.GlobalAveragePooling2D(name="pool")(features)
+    x = layers.GlobalAveragePooling2D(name=POOLING)(features)
     outputs = classifier_head(x, check_num_classes(num_classes), check_rate("dropout", dropout))
     return keras.Model(inputs, outputs, name=name)
 

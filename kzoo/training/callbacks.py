@@ -125,3 +125,67 @@ class FreezeAfter(keras.callbacks.Callback):
             for layer in frozen:
                 layer.trainable = False
             self.model.make_train_function(force=True)
+
+
+class KeepGoodEpoch(keras.callbacks.Callback):
+    """Which epoch's weights a run ends with, for every kind of run.
+
+    ``keep="best"`` (fine-tuning): the epoch with the best validation accuracy (ties: the lower
+    validation loss), restored at the end; with ``baseline`` (the accuracy and loss of the
+    weights training starts from), those weights are kept unless an epoch beats them.
+    ``keep="last"`` (training a recipe): the last epoch whose loss is finite. An epoch whose loss
+    is not finite is never kept (``nan_epoch`` is the first such). ``save``, a function of the
+    model, is called for each newly kept epoch, so a killed or diverged run keeps it on disk.
+    ``best_epoch`` is the kept epoch (0-based), or ``None`` for the starting weights.
+    """
+
+    def __init__(self, keep: str = "best", baseline: tuple[float, float] | None = None,
+                 save=None):
+        super().__init__()
+        if keep not in ("best", "last"):
+            raise ValueError(f"keep={keep!r}; expected 'best' or 'last'")
+        self.keep, self.save = keep, save
+        self.best = None if baseline is None else (baseline[0], -baseline[1])
+        self.best_epoch: int | None = None
+        self.best_weights = None
+        self.last_epoch: int | None = None
+        self.nan_epoch: int | None = None
+
+    def on_train_begin(self, logs=None):
+        if self.best is not None and self.keep == "best":
+            self.best_weights = self.model.get_weights()
+
+    def _score(self, epoch: int, logs: dict) -> tuple[float, ...] | None:
+        loss = logs.get("loss")
+        if loss is None or not np.isfinite(loss):
+            self.nan_epoch = epoch if self.nan_epoch is None else self.nan_epoch
+            return None
+        if self.keep == "last":
+            return (float(epoch),)
+        if "val_accuracy" not in logs:
+            return None
+        score = (float(logs["val_accuracy"]), -float(logs.get("val_loss", 0.0)))
+        return score if all(np.isfinite(value) for value in score) else None
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.last_epoch = epoch
+        score = self._score(epoch, logs or {})
+        if score is None or (self.best is not None and score <= self.best):
+            return
+        self.best, self.best_epoch = score, epoch
+        if self.keep == "best":
+            self.best_weights = self.model.get_weights()
+        if self.save is not None:
+            self.save(self.model)
+
+    def on_train_end(self, logs=None):
+        if self.best_weights is not None and self.best_epoch != self.last_epoch:
+            self.model.set_weights(self.best_weights)
+        self.best_weights = None  # free the copy
+
+    @property
+    def best_scores(self) -> tuple[float, float] | None:
+        """The kept epoch's (validation accuracy, validation loss), with ``keep="best"``."""
+        if self.best is None or self.keep != "best":
+            return None
+        return (self.best[0], -self.best[1])

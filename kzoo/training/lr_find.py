@@ -1,146 +1,56 @@
-"""The learning-rate finder, or range test (Smith, "Cyclical Learning Rates for Training
-Neural Networks", 2017; fastai's ``lr_find``): train for a few hundred steps while the
-learning rate grows exponentially, record every step's loss, stop once the loss diverges, and
-suggest a rate.
-
-The rule: **a tenth of the rate at which the smoothed loss is lowest**. At that rate the loss
-still falls, and ten times below it training is stable. The rate of steepest descent of the
-smoothed loss is recorded as well. The curve the rule reads is smoothed by a centred moving
-average over 11 steps, after the sweep: an exponential average, as fastai uses, lags behind a
-loss that turns, and put LeNet-5's minimum a decade too high. While the sweep runs, a
-bias-corrected exponential average (0.9) watches for divergence: the sweep stops once it
-exceeds four times its lowest value, or is no longer finite.
-
->>> found = sweep(model, batches)          # model compiled with a constant-rate optimizer
->>> found.suggestion, found.rule
-"""
+"""``kzoo.lr_find``: the learning-rate finder (:mod:`kzoo.training.lr_finder`) run on a recipe
+or on a folder, as a run of its own (``runs/lr-find-NAME-TIME``)."""
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+import os
+import time
 from pathlib import Path
+from typing import Any
 
-import keras
-import numpy as np
-
-RULE = "a tenth of the rate at which the smoothed loss is lowest"
-START, END, STEPS = 1e-7, 10.0, 200
-DIVERGENCE = 4.0  # stop once the running loss passes this multiple of its lowest value
-RUNNING = 0.9  # the exponential average that watches for divergence during the sweep
-WINDOW = 11  # steps of the centred moving average the suggestion reads
-
-
-@dataclass
-class LRFind:
-    """A sweep: the rates tried, each step's loss and its smoothed value, and the suggestion."""
-
-    rates: list[float] = field(default_factory=list)
-    losses: list[float] = field(default_factory=list)
-    diverged: bool = False
-
-    @property
-    def smoothed(self) -> list[float]:
-        """Each step's loss averaged over the ``WINDOW`` steps centred on it (fewer at the
-        ends); not-finite losses left out."""
-        values = np.asarray(self.losses, dtype="float64")
-        finite = np.isfinite(values)
-        half = WINDOW // 2
-        out = []
-        for index in range(len(values)):
-            window = slice(max(0, index - half), index + half + 1)
-            kept = values[window][finite[window]]
-            out.append(float(kept.mean()) if len(kept) else math.nan)
-        return out
-
-    @property
-    def minimum(self) -> float:
-        """The rate at which the smoothed loss is lowest."""
-        return self.rates[int(np.nanargmin(self.smoothed))]
-
-    @property
-    def suggestion(self) -> float:
-        return self.minimum / 10
-
-    @property
-    def steepest(self) -> float:
-        """The rate at which the smoothed loss falls fastest (per decade of rate), up to the
-        minimum."""
-        end = int(np.nanargmin(self.smoothed)) + 1
-        if end < 3:
-            return self.rates[0]
-        slopes = np.gradient(np.asarray(self.smoothed[:end]), np.log10(self.rates[:end]))
-        return self.rates[int(np.argmin(slopes))]
-
-    def summary(self) -> dict:
-        """What a run records of its sweep: the suggestion, its rule, the minimum, the steepest
-        descent."""
-        return {"suggestion": self.suggestion, "rule": RULE, "minimum": self.minimum,
-                "steepest": self.steepest}
-
-    def to_dict(self) -> dict:
-        return {**self.summary(), "diverged": self.diverged, "steps": len(self.rates),
-                "rates": self.rates, "losses": self.losses, "smoothed": self.smoothed}
+from kzoo.recipes.recipe import Recipe
+from kzoo.recipes.zoo import load_recipe
+from kzoo.training.finetune import finetune_recipe, run_fine_tuning
+from kzoo.training.lr_finder import STEPS, write_sweep
+from kzoo.training.run import RUNS_ROOT, Run
+from kzoo.training.train import learning_rate_sweep, load_splits
 
 
-def sweep(model: keras.Model, batches, start: float = START, end: float = END,
-          steps: int = STEPS) -> LRFind:
-    """Train ``model`` (compiled, its optimizer's rate a constant) on up to ``steps`` batches of
-    ``batches`` (an iterable of ``(x, y)``) at rates growing from ``start`` to ``end``; the
-    model's weights are changed."""
-    found = LRFind()
-    best = math.inf
-    running = 0.0
-    for step, (images, labels) in enumerate(batches):
-        if step == steps:
-            break
-        rate = start * (end / start) ** (step / max(steps - 1, 1))
-        model.optimizer.learning_rate = rate
-        model.reset_metrics()  # the step's own loss, not a running mean
-        loss = float(model.train_on_batch(images, labels, return_dict=True)["loss"])
-        running = RUNNING * running + (1 - RUNNING) * loss
-        average = running / (1 - RUNNING ** (step + 1))
-        found.rates.append(rate)
-        found.losses.append(loss)
-        best = min(best, average) if math.isfinite(average) else best
-        if not math.isfinite(average) or average > DIVERGENCE * best:
-            found.diverged = True
-            break
-    if not any(math.isfinite(value) for value in found.losses):
-        from kzoo.errors import KzooError
+def lr_find(
+    target: str | os.PathLike | Recipe,
+    *,
+    steps: int = STEPS,
+    data_dir: str | os.PathLike | None = None,
+    run_dir: str | os.PathLike | None = None,
+    verbose: str | int = "auto",
+    **options: Any,
+) -> dict[str, Any]:
+    """Run the learning-rate finder on a recipe (a name, a YAML path or a :class:`Recipe`), or
+    on an image folder: then on its fine-tuning phase, after the head phase, with ``options``
+    as :func:`kzoo.fine_tune` takes them (``backbone``, ``model_options``, ``finetune`` and
+    recipe fields); for a recipe, ``options`` are recipe fields (``batch_size``, ``seed``, ...).
+    Writes ``lr_find.png`` and ``lr_find.json`` into ``run_dir`` (default
+    ``runs/lr-find-NAME-TIME``) and returns the sweep's summary: ``suggestion``, ``rule``,
+    ``minimum``, ``steepest``, ``diverged``, ``steps``, ``run_dir``.
 
-        raise KzooError("the learning-rate sweep has no finite loss to go by; check the data "
-                        "and the model")
-    return found
-
-
-def plot(found: LRFind, path: Path, title: str = "") -> Path:
-    """Loss against learning rate (log scale), the suggestion marked."""
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(6.4, 4.0), dpi=100, layout="constrained")
-    axis = figure.subplots()
-    axis.plot(found.rates, found.losses, color="#bbbbbb", linewidth=0.8, label="loss per step")
-    axis.plot(found.rates, found.smoothed, color="#1f77b4", label="smoothed")
-    axis.axvline(found.suggestion, color="#d62728", linestyle="--",
-                 label=f"suggested {found.suggestion:.2g} ({RULE})")
-    axis.axvline(found.minimum, color="#999999", linestyle=":",
-                 label=f"lowest loss at {found.minimum:.2g}")
-    axis.set_xscale("log")
-    finite = [value for value in found.smoothed if math.isfinite(value)]
-    axis.set_ylim(min(finite) * 0.9, min(max(finite), 4 * min(finite)) * 1.1)
-    axis.set_xlabel("learning rate")
-    axis.set_ylabel("training loss")
-    axis.set_title(title or "learning-rate finder", fontsize=10)
-    axis.legend(fontsize=8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    return path
-
-
-def write_sweep(found: LRFind, folder: Path, title: str) -> None:
-    """``lr_find.png`` (loss against rate) and ``lr_find.json`` (the sweep) into ``folder``."""
-    from kzoo.files import write_json
-
-    plot(found, folder / "lr_find.png", title=f"learning-rate finder: {title}")
-    write_json(folder / "lr_find.json", found.to_dict())
+    >>> kzoo.lr_find("lenet5_mnist")["suggestion"]
+    """
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    folder = isinstance(target, (str, os.PathLike)) and Path(target).expanduser().is_dir()
+    if folder:
+        recipe = finetune_recipe(target, options.pop("recipe", None), **options)
+    else:
+        recipe = load_recipe(target).with_overrides(**options)
+    name = Path(target).name if folder else recipe.name
+    run_dir = run_dir or RUNS_ROOT / f"lr-find-{name}-{stamp}"
+    with Run(recipe, "lr_find", run_dir=run_dir, data_dir=data_dir) as run:
+        if folder or recipe.finetune is not None:
+            summary = run_fine_tuning(run, verbose, sweep_only=True, sweep_steps=steps).metrics
+        else:
+            splits = load_splits(recipe, data_dir)
+            found = learning_rate_sweep(recipe, splits, steps)
+            run.create(splits.class_names)
+            write_sweep(found, run.dir, f"{recipe.model} on {recipe.dataset}")
+            summary = found.to_dict()
+    keys = ("suggestion", "rule", "minimum", "steepest", "diverged", "steps")
+    return {key: summary[key] for key in keys} | {"run_dir": run.dir}

@@ -229,3 +229,168 @@ def run_metrics(kind: str, recipe: Recipe, *, class_names: Sequence[str], test_s
         "expected_accuracy": recipe.expected_accuracy, "versions": versions(),
         "machine": machine(),
     }
+
+
+def read_history(history_csv: Path) -> dict[str, list[float]]:
+    """``history.csv`` as columns (what Keras's ``CSVLogger`` wrote, resumed runs included)."""
+    import csv
+
+    if not history_csv.is_file():
+        return {}
+    with history_csv.open() as handle:
+        rows = list(csv.DictReader(handle))
+    # CSVLogger writes NA in the val_ columns of a fit without validation data.
+    return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})
+            if not any(row[key] == "NA" for row in rows)}
+
+
+def merge_phases(phases: Sequence[tuple[str, Mapping[str, Sequence[float]]]]) -> dict[str, list]:
+    """The histories of a run's phases (name, Keras ``History.history``) as one table, the
+    epochs counted across phases (1-based) and each row naming its phase."""
+    keys = ("loss", "accuracy", "val_loss", "val_accuracy")
+    merged: dict[str, list] = {"epoch": [], "phase": [], **{key: [] for key in keys}}
+    for phase, history in phases:
+        for index in range(len(history.get("loss", []))):
+            merged["epoch"].append(len(merged["epoch"]) + 1)
+            merged["phase"].append(phase)
+            for key in keys:
+                values = history.get(key, [])
+                merged[key].append(float(values[index]) if index < len(values) else float("nan"))
+    return merged
+
+
+# --- the run lifecycle ---------------------------------------------------------------------
+
+
+class Run:
+    """One run, whatever its kind (``train``, ``finetune``, ``lr_find``): it owns the run
+    directory, seeding, precision, the distribution over processes and devices, the saved
+    model, the final evaluation and ``metrics.json``. The kinds are small pieces run inside it.
+
+    >>> with Run(recipe, "train", run_dir=None) as run:      # dir chosen, cluster started,
+    ...     model = ...                                       # precision set, seeded
+    ...     run.create(class_names)                           # recipe.yaml, run.json
+    ...     run.save_model(model, class_names)
+    ...     metrics = run.evaluate(model, splits)             # confusion_matrix.csv
+    ...     run.finish(model, history, metrics)               # metrics.json
+    """
+
+    def __init__(self, recipe: Recipe, kind: str, *, run_dir: str | os.PathLike | None = None,
+                 resume: bool = False, data_dir: str | os.PathLike | None = None,
+                 distribution: Any = None):
+        from kzoo.training.distributed import start
+
+        self.recipe, self.kind, self.resume, self.data_dir = recipe, kind, resume, data_dir
+        cluster = cluster_of(distribution)
+        require_shared_run_dir(run_dir, cluster.num_processes)  # before waiting for the others
+        self.distributed = start(cluster)
+        self.dir = choose_run_dir(recipe, run_dir, resume, data_dir, cluster.process_id,
+                                  cluster.num_processes)
+        self.started = time.perf_counter()
+        self.precision = "float32"
+        self._policy = None
+
+    def __enter__(self):
+        from kzoo.training.precision import precision_policy
+
+        self._policy = precision_policy(self.recipe.precision)
+        self.precision = self._policy.__enter__()
+        seed_everything(self.recipe.seed)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._policy.__exit__(*exc_info)
+
+    @property
+    def chief(self) -> bool:
+        """Whether this process writes the run directory (process 0 of a cluster)."""
+        return self.distributed.is_chief
+
+    def seed(self) -> None:
+        """Seed every generator again, as at the start (after a piece that drew numbers)."""
+        seed_everything(self.recipe.seed)
+
+    def create(self, class_names: Sequence[str] | None, recipe: Recipe | None = None) -> None:
+        """Create the run directory (process 0, a new run): only once the data and the model
+        are known good, so bad input leaves no half-made directory."""
+        if recipe is not None:
+            self.recipe = recipe
+        if self.chief and not self.resume:
+            start_run_dir(self.recipe, self.dir, self.kind, self.data_dir, class_names)
+
+    def update_recipe(self, recipe: Recipe) -> None:
+        """The run's settings changed while it ran (a learning rate found by the finder)."""
+        self.recipe = recipe
+        if self.chief and self.dir.is_dir():
+            save_run_recipe(recipe, self.dir)
+
+    def save_model(self, model: keras.Model, class_names: Sequence[str] | None = None) -> Path:
+        """``model.keras`` for inference, saved by one process alone."""
+        from kzoo.models.saving import save_model
+        from kzoo.training.distributed import outside_distribution
+
+        path = self.dir / "model.keras"
+        with outside_distribution():
+            save_model(model, path, class_names)
+        return path
+
+    def model_as_saved(self, model: keras.Model) -> keras.Model:
+        """The model to evaluate: the saved file's, on one device, when it trained on several."""
+        if self.distributed.replicas > 1:
+            from kzoo.models.registry import load_model
+
+            return load_model(str(self.dir / "model.keras"))
+        return model
+
+    def evaluate(self, model: keras.Model, splits, tta: str | None = None):
+        """The final evaluation (:func:`kzoo.analysis.evaluation.evaluate_splits`) of every
+        split the run holds out; the confusion matrix printed and saved as CSV. Returns the
+        metrics and the probabilities they come from."""
+        import numpy as np
+
+        from kzoo.analysis.evaluation import evaluate_splits, format_confusion_matrix
+
+        metrics, probabilities = evaluate_splits(model, splits, self.recipe.batch_size,
+                                                 tta or self.recipe.tta)
+        names = splits.class_names
+        matrix = metrics["confusion_matrix"]
+        print(format_confusion_matrix(np.asarray(matrix), names))
+        write_csv(self.dir / "confusion_matrix.csv", ["true\\predicted", *names],
+                  ([name, *row] for name, row in zip(names, matrix)))
+        return metrics, probabilities
+
+    def finish(self, model: keras.Model, history: Mapping[str, Sequence[Any]],
+               metrics: Mapping[str, Any], *, splits, timings_s: Mapping[str, float],
+               status: str = "completed") -> TrainResult:
+        """Write ``metrics.json``: the fields every run has (:func:`run_metrics`), then the
+        kind's own ``metrics``; the run is then finished."""
+        wall_time = time.perf_counter() - self.started
+        record = run_metrics(self.kind, self.recipe, class_names=splits.class_names,
+                             test_split=splits.test_split, sizes=splits.sizes,
+                             wall_time_s=wall_time, timings_s=timings_s,
+                             data_dir=self.data_dir, status=status)
+        record.update(metrics)
+        record["distribution"] = self.distributed.summary()
+        write_json(self.dir / "metrics.json", record)
+        return TrainResult(model, dict(history), record, self.dir)
+
+    def worker_result(self, model: keras.Model) -> TrainResult:
+        """What a process other than process 0 returns: process 0 writes the results."""
+        return worker_result(self.kind, model, self.dir, self.distributed.cluster.process_id)
+
+
+def cluster_of(distribution: Any):
+    """A :class:`~kzoo.training.distributed.Cluster` from ``distribution``: ``None`` (one
+    process, or what ``KERAS_DISTRIBUTION_*`` says), a ``Cluster``, or a mapping of its
+    settings (``coordinator``, ``num_processes``, ``process_id``, ``devices``)."""
+    from kzoo.training.distributed import Cluster
+
+    if isinstance(distribution, Cluster):
+        return distribution
+    settings = dict(distribution or {})
+    allowed = ("coordinator", "num_processes", "process_id", "devices")
+    unknown = sorted(set(settings) - set(allowed))
+    if unknown:
+        raise KzooError(f"distribution setting {unknown[0]!r} is unknown; expected "
+                        f"{', '.join(allowed)}")
+    return Cluster.from_settings(*(settings.get(key) for key in allowed))
