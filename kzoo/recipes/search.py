@@ -42,9 +42,21 @@ class SearchRange:
             data["values"] = list(data["values"])
         return data
 
-    def validated(self, where: str) -> SearchRange:
-        """This entry, checked for an empty or inverted range and a misfit step or sampling."""
+    def over(self, base: SearchRange | None) -> SearchRange:
+        """This entry on top of ``base``: a range's unset fields come from a base range; a list
+        of values, or a range over a list, replaces it."""
+        if base is None or self.values is not None or base.values is not None:
+            return self
+        return SearchRange(**{key: getattr(self, key) if getattr(self, key) is not None
+                              else getattr(base, key) for key in ("min", "max", "step", "sampling")})
+
+    def validated(self, where: str, complete: bool = False) -> SearchRange:
+        """This entry, checked for an empty or inverted range and a misfit step or sampling;
+        with ``complete``, also that a range has both ends (once merged over the defaults)."""
         low, high, step, sampling = self.min, self.max, self.step, self.sampling
+        if complete and self.values is None and (low is None or high is None):
+            raise KzooError(f"{where}: a range needs both min and max, got {self.to_dict()}; "
+                            "e.g. {min: 0.0001, max: 0.1}")
         if low is not None and high is not None and low >= high:
             problem = "empty" if low == high else "inverted"
             raise KzooError(

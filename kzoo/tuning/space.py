@@ -1,6 +1,8 @@
 """The search space of ``kzoo tune``: which hyperparameters a search over a recipe may name,
 kzoo's default ranges around the recipe's own values, and the recipe's ``search:`` section and
-``--search`` flags on top, each checked once, here.
+``--search`` flags on top. The search-range language itself (parsing, merging, the checks of a
+range) is :mod:`kzoo.recipes.search`; what is checked here depends on the recipe and its model
+(types, bounds, the recipe's own values inside the space).
 
 >>> space = search_space(recipe, {"dropout": None}, train_size=54000)
 """
@@ -120,17 +122,6 @@ def default_search(recipe: Recipe, train_size: int | None = None) -> dict[str, S
     return space
 
 
-def _merge(base: SearchRange | None, override: SearchRange | None) -> SearchRange | None:
-    """``override`` on top of ``base``: a range's unset fields come from a base range."""
-    if override is None or base is None or override.values is not None or base.values is not None:
-        return override
-    fields = {}
-    for key in ("min", "max", "step", "sampling"):
-        value = getattr(override, key)
-        fields[key] = value if value is not None else getattr(base, key)
-    return SearchRange(**fields)
-
-
 def search_space(
     recipe: Recipe,
     overrides: Mapping[str, SearchRange | None] | None = None,
@@ -154,7 +145,7 @@ def search_space(
     merged: dict[str, SearchRange | None] = {}
     for layer in layers:
         for name, entry in layer.items():
-            merged[name] = _merge(merged.get(name), entry)
+            merged[name] = None if entry is None else entry.over(merged.get(name))
     return [_checked(recipe, name, names[name], entry, train_size)
             for name, entry in merged.items() if entry is not None]
 
@@ -162,10 +153,7 @@ def search_space(
 def _checked(recipe: Recipe, name: str, kind: type, entry: SearchRange,
              train_size: int | None) -> Tunable:
     where = f"recipe {recipe.name!r} [search {name}]"
-    if entry.values is None and (entry.min is None or entry.max is None):
-        raise KzooError(f"{where}: a range needs both min and max, got {entry.to_dict()}; "
-                        "e.g. {min: 0.0001, max: 0.1}")
-    entry.validated(where)
+    entry.validated(where, complete=True)  # the language's own checks, on the merged entry
     if kind in (str, bool) and entry.values is None:
         raise KzooError(f"{where}: {name} takes {kind.__name__} values, so search it with a list "
                         f"(values: [...]), not a range")

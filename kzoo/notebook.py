@@ -1,5 +1,7 @@
-"""What the notebooks in ``notebooks/`` share: which settings to run, small stand-in image
-folders, and pictures of images in a grid.
+"""``kzoo.notebook``: the helpers the notebooks in ``notebooks/`` use, a public module beside
+the top-level API: which settings to run, small stand-in image folders, pictures of images in
+a grid, training curves, and the few lower-level pieces the notebooks show (the input
+pipeline, reading one image, a confusion-matrix callback).
 
 Small mode runs a notebook in seconds on data that needs no download (the bundled
 ``mnist_sample`` and image folders written by :func:`toy_image_folder`); full mode runs the
@@ -16,7 +18,15 @@ from typing import Any
 
 import numpy as np
 
+from kzoo.data.images import read_image
+from kzoo.data.pipeline import make_pipeline
 from kzoo.errors import KzooError
+from kzoo.training.callbacks import ConfusionMatrixPrinter
+
+__all__ = [
+    "ConfusionMatrixPrinter", "make_pipeline", "plot_history", "read_image", "show_images",
+    "small_mode", "stand_in_weights", "toy_image_folder",
+]
 
 SMALL_SWITCH = "KZOO_NOTEBOOK_SMALL"
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
