@@ -5,11 +5,12 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: test demo docs browser bench-mnist bench-speed lint clean
+.PHONY: test test-fast demo docs browser bench-mnist bench-speed lint clean
 
 $(BIN)/.kzoo-installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet 'setuptools>=64' wheel
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
@@ -21,6 +22,10 @@ $(BIN)/.kzoo-runtime: setup.cfg pyproject.toml
 
 test: $(BIN)/.kzoo-installed browser
 	$(BIN)/python -m pytest -q -n 2
+
+# the quick loop: everything but slow, multi-process, browser, notebook and real-data tests
+test-fast: $(BIN)/.kzoo-installed
+	$(BIN)/python -m pytest -q -n 2 -m "not slow and not multiprocess and not browser and not notebook and not real_data"
 
 # The report test opens report.html in headless Chromium; install it where we may (root + apt).
 browser:

@@ -137,6 +137,7 @@ def test_smoothed_loss_matches_its_definition():
 # --- a tiny airbench recipe, end to end ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_tiny_airbench_recipe_trains_saves_and_reloads(tmp_path):
     folder = write_image_folder(tmp_path / "shapes" / "train", {"red": 24, "green": 24},
                                 size=(16, 16))

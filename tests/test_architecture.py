@@ -159,6 +159,7 @@ def _import_alone(name: str) -> None:
     importlib.import_module(name)
 
 
+@pytest.mark.slow
 def test_every_module_imports_on_its_own():
     """Each module in a fresh child whose parent has imported the third-party libraries but
     no kzoo module, so a module that works only after another was imported fails here."""

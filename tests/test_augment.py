@@ -381,6 +381,7 @@ print(json.dumps({
 """
 
 
+@pytest.mark.slow
 def test_preset_runs_on_the_jax_backend_in_tf_data_and_eagerly():
     pytest.importorskip("jax", reason="the JAX backend needs jax: pip install 'kzoo[jax]'")
     result = subprocess.run([sys.executable, "-c", JAX_SCRIPT], env=cli_env(KERAS_BACKEND="jax"),

@@ -52,6 +52,7 @@ def jax_run(workspace):
     return root / "run", result
 
 
+@pytest.mark.slow
 def test_training_on_jax_finishes_and_records_the_backend(jax_run):
     run_dir, result = jax_run
     assert result.returncode == 0, result.stdout + result.stderr
@@ -63,6 +64,7 @@ def test_training_on_jax_finishes_and_records_the_backend(jax_run):
     assert (run_dir / "model.keras").is_file()
 
 
+@pytest.mark.slow
 def test_jax_model_reloads_on_tensorflow_and_predicts_the_same(jax_run, workspace):
     if keras.backend.backend() != "tensorflow":
         pytest.skip("the cross-backend check reloads the JAX model in a TensorFlow test process")
@@ -88,6 +90,7 @@ def test_jax_model_reloads_on_tensorflow_and_predicts_the_same(jax_run, workspac
         assert on_jax_rows[name]["probability"] == pytest.approx(probability, abs=1e-4), name
 
 
+@pytest.mark.slow
 def test_same_seed_gives_the_same_run_on_jax(jax_run, workspace):
     root, _, _ = workspace
     first, _ = jax_run
@@ -98,6 +101,7 @@ def test_same_seed_gives_the_same_run_on_jax(jax_run, workspace):
     assert (one["test_loss"], one["confusion_matrix"]) == (two["test_loss"], two["confusion_matrix"])
 
 
+@pytest.mark.slow
 def test_tensorflow_only_export_on_jax_is_one_clear_line(jax_run, workspace):
     root, _, _ = workspace
     result = on_jax("export", "run", "--format", "tflite", cwd=root)

@@ -123,7 +123,9 @@ def bad_inputs():
     ]
 
 
-@pytest.mark.parametrize("case, argv, fragments", bad_inputs(), ids=[c[0] for c in bad_inputs()])
+@pytest.mark.parametrize("case, argv, fragments", [
+    pytest.param(*case, id=case[0], marks=[pytest.mark.slow] if case[0] == "nan-loss" else [])
+    for case in bad_inputs()])  # nan-loss trains until the loss overflows
 def test_bad_input_is_one_line_and_exit_2(case, argv, fragments, workspace, monkeypatch, capsys):
     monkeypatch.chdir(workspace)
     code, out, err = run_main(capsys, *argv)
@@ -155,6 +157,7 @@ def test_entry_point_lists_and_fails_cleanly(workspace):
     assert_clean_error(runs["dropout"], "--dropout", "'1.5'")
 
 
+@pytest.mark.slow
 def test_train_prints_results_and_fills_the_run_dir(workspace, cli):
     result = cli("train", "tiny.yaml", "--data-dir", "data", "--epochs", "1", "--run-dir", "run")
     output = result.stdout + result.stderr
@@ -178,6 +181,7 @@ def test_resume_of_a_finished_run_is_refused(workspace, monkeypatch, capsys):
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_a_killed_and_resumed_run_is_the_uninterrupted_run(tmp_path):
     """SIGKILL during epoch 3 of 4, then --resume: the same history rows and test accuracy, to
     the last digit, as a run never interrupted (shuffle, augmentation and dropout included)."""
@@ -246,6 +250,7 @@ def test_list_and_help_print_no_tensorflow_lines_and_import_no_tensorflow(worksp
     assert result.stdout.strip().splitlines()[-1] == "False"
 
 
+@pytest.mark.slow
 def test_tensorflow_log_lines_only_with_verbose(workspace):
     env = {k: v for k, v in cli_env().items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     argv = [sys.executable, "-m", "kzoo", "train", "tiny.yaml", "--data-dir", "data",
@@ -264,6 +269,7 @@ def test_tensorflow_log_lines_only_with_verbose(workspace):
                                         for line in loud.stderr.splitlines()), loud.stderr
 
 
+@pytest.mark.slow
 def test_train_on_a_cat_and_dog_folder_then_predict_prints_cat_and_dog(tmp_path):
     from conftest import write_image_folder
 
@@ -287,6 +293,7 @@ def test_train_on_a_cat_and_dog_folder_then_predict_prints_cat_and_dog(tmp_path)
     assert classes == [{"cat", "dog"}, {"cat", "dog"}]
 
 
+@pytest.mark.slow
 def test_a_model_holding_python_code_is_refused_in_one_line(tmp_path):
     import keras
 

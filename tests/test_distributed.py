@@ -123,6 +123,7 @@ def test_cluster_comes_from_flags_or_from_keras_environment_variables():
             Cluster.from_settings(**settings, environ={})
 
 
+@pytest.mark.slow
 def test_bad_cluster_flags_are_one_line_errors(workspace):
     def train(*flags, **env):
         return run_cli("train", "lenet.yaml", "--data-dir", "data", *flags, cwd=workspace,
@@ -146,6 +147,8 @@ def test_bad_cluster_flags_are_one_line_errors(workspace):
 # --- real processes ---------------------------------------------------------------------------
 
 
+@pytest.mark.multiprocess
+@pytest.mark.slow
 def test_two_processes_train_what_one_does_and_resume_after_a_worker_is_killed(workspace):
     single = launch(workspace, "single", "--devices", "2")
     both = pair(workspace, "pair")
@@ -185,6 +188,8 @@ def test_two_processes_train_what_one_does_and_resume_after_a_worker_is_killed(w
     assert largest_difference(workspace / "single", workspace / "killed") < TOLERANCE
 
 
+@pytest.mark.multiprocess
+@pytest.mark.slow
 def test_two_tensorflow_devices_train_what_one_does(tmp_path):
     """MirroredStrategy runs the model once per device, so each replica draws its own dropout
     masks and a padded batch is not the single device's batch: the comparison is on a model
@@ -201,6 +206,8 @@ def test_two_tensorflow_devices_train_what_one_does(tmp_path):
     assert largest_difference(tmp_path / "tf-one", tmp_path / "tf-two") < TOLERANCE
 
 
+@pytest.mark.multiprocess
+@pytest.mark.slow
 def test_two_processes_fine_tune_what_one_does(tmp_path):
     """The head phase runs whole on each process; the fine-tuning phase is shared."""
     make_split_folder(tmp_path / "photos", train=10, val=3)

@@ -83,6 +83,7 @@ def test_the_heatmap_peak_follows_the_object(patch_model, corner):
     assert inside > 2 * heatmap.mean(), (corner, inside, heatmap.mean())
 
 
+@pytest.mark.slow
 def test_explain_writes_a_png_per_image_from_python_and_the_cli(patch_model, tmp_path):
     run = tmp_path / "run"
     run.mkdir()

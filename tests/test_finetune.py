@@ -73,6 +73,7 @@ def run(messy_folder, mobilenet_weights, tmp_path_factory):
     return result, reference, printed.getvalue()
 
 
+@pytest.mark.slow
 def test_a_worse_fine_tuning_phase_keeps_the_head_phase_model(messy_folder, mobilenet_weights,
                                                               tmp_path):
     reference = kzoo.build("mobilenet_v2", num_classes=2, input_shape=(64, 64, 3), alpha=0.35,
@@ -95,6 +96,7 @@ def _backbone_weights(model):
     return {w.path: np.array(w) for w in backbone.weights}
 
 
+@pytest.mark.slow
 def test_run_directory_holds_everything(run):
     result, _, _ = run
     files = {p.name for p in result.run_dir.iterdir()}
@@ -111,6 +113,7 @@ def test_run_directory_holds_everything(run):
     assert all(name in skipped for name in MESSY_SKIPPED)
 
 
+@pytest.mark.slow
 def test_saved_model_loads_in_safe_mode_with_its_class_names(run):
     result, _, _ = run
     loaded = keras.saving.load_model(result.run_dir / "model.keras", safe_mode=True)
@@ -121,6 +124,7 @@ def test_saved_model_loads_in_safe_mode_with_its_class_names(run):
                                result.model.predict(pixels, verbose=0), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_backbone_batchnorm_and_bottom_layers_are_untouched(run):
     result, reference, _ = run
     before, after = _backbone_weights(reference), _backbone_weights(result.model)
@@ -130,6 +134,7 @@ def test_backbone_batchnorm_and_bottom_layers_are_untouched(run):
     assert not np.array_equal(before["Conv_1/kernel"], after["Conv_1/kernel"])  # top: trained
 
 
+@pytest.mark.slow
 def test_skipped_files_are_summarised_before_training(run):
     result, _, printed = run
     summary = printed.index(f"{len(MESSY_SKIPPED)} files skipped:")
@@ -139,6 +144,7 @@ def test_skipped_files_are_summarised_before_training(run):
     assert result.metrics["timings_s"].keys() >= {"features_s", "head_s", "finetune_s"}
 
 
+@pytest.mark.slow
 def test_resnet50_end_to_end_with_a_local_weights_file(tmp_path):
     weights = tmp_path / "resnet50_local.weights.h5"
     saved = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3))
@@ -229,6 +235,7 @@ def test_recipe_settings_and_overrides(tmp_path):
         finetune_recipe()
 
 
+@pytest.mark.slow
 def test_train_routes_a_finetune_recipe(tmp_path):
     """``kzoo.train`` on a recipe with a ``finetune:`` section fine-tunes; here on a flat
     folder (a validation split is carved out), the head trained without cached features, and

@@ -53,6 +53,7 @@ def load_recipe_dict(extra):
     return recipe_from_dict("r", {"model": "mlp", "dataset": "mnist", **extra}, "test")
 
 
+@pytest.mark.slow
 def test_class_weight_changes_the_loss_of_a_run(tmp_path):
     recipe, _ = folder_recipe(tmp_path, {"common": 30, "rare": 6})
     plain = kzoo.train(recipe, run_dir=tmp_path / "plain", verbose=0)
@@ -64,6 +65,7 @@ def test_class_weight_changes_the_loss_of_a_run(tmp_path):
     assert saved.class_weight == "balanced"
 
 
+@pytest.mark.slow
 def test_a_folder_without_test_has_no_test_split_and_no_train_plus_validation(tmp_path, cli):
     recipe, folder = folder_recipe(tmp_path, {"a": 12, "b": 12})
     splits = image_folder(folder, (8, 8), validation_split=0.25, progress=False)
@@ -112,6 +114,7 @@ def test_keep_best_epoch_restores_the_best_validation_weights():
     assert baseline.best_epoch is None and model.get_weights()[0][0, 0] == 7  # ... when no epoch beats it
 
 
+@pytest.mark.slow
 def test_evaluate_and_predict_stream_a_folder_in_chunks(tmp_path, monkeypatch):
     recipe, folder = folder_recipe(tmp_path, {"a": 20, "b": 20})
     run = kzoo.train(recipe, run_dir=tmp_path / "run", verbose=0)

@@ -22,6 +22,8 @@ from kzoo.analysis.inference import check_export, load_run
 from kzoo.cli import main as cli
 from kzoo.data.images import read_image
 from kzoo.errors import KzooError
+
+pytestmark = pytest.mark.slow  # every test reads the run a `kzoo finetune` subprocess makes first
 from kzoo.models.registry import load_model
 
 ENV = {**os.environ, "KZOO_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}

@@ -49,6 +49,7 @@ def test_stratified_folds_spread_every_class_evenly():
     assert len(set(folds[labels == 2].tolist())) == 3  # three images, three folds
 
 
+@pytest.mark.slow
 def test_cross_validated_confident_learning_finds_flipped_labels_first():
     """Features as a good backbone gives them (three clusters); 6 of 120 labels flipped."""
     rng = np.random.default_rng(0)
@@ -83,6 +84,7 @@ def mislabelled(tmp_path_factory):
     return root, folder, weights, moved
 
 
+@pytest.mark.slow
 def test_audit_labels_writes_its_csv_and_a_page_of_thumbnails(mislabelled):
     """The command end to end on a folder with three images in the wrong class folder. The
     backbone here is random (no ImageNet weights offline), so its features tell the colours
@@ -121,6 +123,7 @@ def test_audit_labels_writes_its_csv_and_a_page_of_thumbnails(mislabelled):
     assert saturated.mean() > 0.01
 
 
+@pytest.mark.slow
 def test_audit_labels_errors_are_one_line(mislabelled, tmp_path):
     folder = mislabelled[1]
     refused = run_cli("audit", str(folder), "--labels", "--backbone", "lenet5", cwd=tmp_path)

@@ -47,6 +47,7 @@ def test_the_sweep_grows_the_rate_exponentially_and_stops_when_the_loss_diverges
     assert found.rates[0] <= found.steepest <= found.minimum
 
 
+@pytest.mark.slow
 def test_lr_find_on_a_recipe_writes_the_plot_and_prints_the_suggestion(workspace):
     result = run_cli("lr-find", "tiny.yaml", "--data-dir", "data", "--run-dir", "sweep",
                      "--steps", "80", cwd=workspace)
@@ -60,6 +61,7 @@ def test_lr_find_on_a_recipe_writes_the_plot_and_prints_the_suggestion(workspace
     assert pixels.shape[0] > 200 and pixels.std() > 10  # a plot, not a blank page
 
 
+@pytest.mark.slow
 def test_train_lr_auto_is_the_run_of_the_suggested_rate(workspace):
     auto = run_cli("train", "tiny.yaml", "--data-dir", "data", "--run-dir", "auto", "--lr",
                    "auto", "--quiet", cwd=workspace)
@@ -77,6 +79,7 @@ def test_train_lr_auto_is_the_run_of_the_suggested_rate(workspace):
         np.testing.assert_allclose(first, second, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_finetune_lr_auto_and_lr_find_on_a_folder(tmp_path):
     folder = make_split_folder(tmp_path / "photos", train=8, val=3)
     weights = write_mobilenet_weights(tmp_path / "mobilenet.weights.h5")

@@ -49,6 +49,7 @@ def test_there_are_notebooks():
     assert len(NOTEBOOKS) >= 5, f"expected the seed notebooks in {ROOT / 'notebooks'}"
 
 
+@pytest.mark.notebook
 def test_notebooks_run_on_this_python(tmp_path):
     """The kernel is this interpreter (this virtual environment), whatever Jupyter kernels the
     machine has installed elsewhere."""
@@ -74,6 +75,8 @@ def test_notebook_is_committed_without_outputs(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
+@pytest.mark.notebook
+@pytest.mark.slow
 def test_notebook_runs_with_small_settings(path, tmp_path, monkeypatch):
     monkeypatch.setenv("KZOO_NOTEBOOK_SMALL", "1")
     monkeypatch.setenv("KZOO_OFFLINE", "1")

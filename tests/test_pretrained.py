@@ -56,6 +56,7 @@ def test_local_weights_file_loads_into_the_backbone(name, application, kwargs, t
     assert model.output_shape == (None, 2)
 
 
+@pytest.mark.slow
 def test_pretrained_backbone_stays_in_inference_mode_while_training(tmp_path):
     """The BatchNorm trap: training the model must neither normalise with batch statistics nor
     move the backbone's pretrained moving mean and variance."""

@@ -13,6 +13,12 @@ from kzoo.models.registry import get_spec
 
 MODELS = kzoo.list_models()
 
+
+def slow_for(*names: str) -> list:
+    """MODELS with ``names`` marked slow (their case takes over ~5 s on two cores)."""
+    return [pytest.param(name, marks=pytest.mark.slow) if name in names else name
+            for name in MODELS]
+
 # Small settings for the big models, so the suite stays fast: pretrained backbones are built
 # without weights (never downloaded), every image model on at most 64x64 input, and AlexNet with
 # narrow layers too.
@@ -93,7 +99,7 @@ def test_num_classes_changes_the_output(name):
     assert outputs.shape == (2, 3)
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", slow_for("efficientnet_b0"))
 def test_save_and_reload_gives_the_same_outputs(name, tmp_path):
     small_head = {"num_classes": 3} if "num_classes" in get_spec(name).options else {}
     model = built(name, **small_head)  # a small head: quicker to save
@@ -108,7 +114,8 @@ def test_save_and_reload_gives_the_same_outputs(name, tmp_path):
     assert [layer.name for layer in reloaded.layers] == [layer.name for layer in model.layers]
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize(
+    "name", slow_for("resnet50", "efficientnet_b0", "mobilenet_v2", "mobilenet_v3_small"))
 def test_a_few_steps_on_one_batch_lower_the_loss(name):
     spec = get_spec(name)
     options = light(name)
@@ -303,6 +310,7 @@ def test_every_public_name_resolves_and_importing_kzoo_needs_no_tensorflow():
     assert result.stdout.strip() == "False"
 
 
+@pytest.mark.slow
 def test_the_model_index_matches_the_builders():
     """kzoo/models/index.json (what `kzoo list` and `kzoo info` read without Keras) is what the
     builders say; after changing a model, `python -m kzoo.models.catalog` rewrites it."""

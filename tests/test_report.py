@@ -123,6 +123,7 @@ def _browse(browser: str, profile: Path, *args: str) -> subprocess.CompletedProc
 
 @pytest.mark.skipif(_chromium() is None, reason="chromium is not installed "
                     "(apt-get install -y chromium); the headless browser check needs it")
+@pytest.mark.browser
 def test_report_renders_in_a_headless_browser(served, tmp_path):
     folder, address = served
     (folder / "check.html").write_text(_CHECK_PAGE)

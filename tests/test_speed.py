@@ -97,6 +97,7 @@ def test_bf16_training_keeps_softmax_and_weights_float32(data_dir, tmp_path):
     assert keras.config.dtype_policy().name == "float32"  # nothing leaks to later builds
 
 
+@pytest.mark.slow
 def test_precision_flag_reaches_metrics(data_dir, tmp_path, cli):
     result = cli("train", write_recipe(tmp_path, epochs=1), "--precision", "float32",
                  "--data-dir", data_dir, "--run-dir", tmp_path / "run", "--quiet")
@@ -105,6 +106,7 @@ def test_precision_flag_reaches_metrics(data_dir, tmp_path, cli):
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["precision"] == "float32"
 
 
+@pytest.mark.slow
 def test_bad_precision_in_a_recipe_is_one_line(tmp_path, cli):
     result = cli("train", write_recipe(tmp_path, precision="half"))
     assert_clean_error(result, "'precision'", "'half'", "mixed_bfloat16")
@@ -135,6 +137,7 @@ def test_forward_flops_of_a_known_model():
     assert forward_flops(model) == 2 * (64 * 108 + 256 * 5)
 
 
+@pytest.mark.slow
 def test_many_steps_per_execution_train_like_one(data_dir, tmp_path):
     """steps_per_execution groups steps into one call; the steps, the history and the
     checkpoints are the same. 4 does not divide the 9 steps an epoch (270 images, batch 32), so
@@ -197,6 +200,7 @@ def test_unknown_tta_mode_is_refused_in_a_recipe(tmp_path):
         load_recipe(write_recipe(tmp_path, tta="mirror"))
 
 
+@pytest.mark.slow
 def test_predict_and_evaluate_with_tta_from_the_cli(tmp_path, cli):
     folder = write_image_folder(tmp_path / "shapes", {"red": 12, "green": 12}, size=(16, 16))
     run = kzoo.train(write_recipe(tmp_path, model="cifar_convnet", dataset=str(folder),

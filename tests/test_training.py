@@ -188,6 +188,7 @@ def test_batch_size_larger_than_the_training_set(data_dir, tmp_path):
     assert "batch_size=5000" in message and "270" in message  # 300 minus the validation split
 
 
+@pytest.mark.slow
 def test_bad_input_leaves_no_run_dir_so_a_corrected_retry_works(data_dir, tmp_path):
     run_dir = tmp_path / "run"
     with pytest.raises(kzoo.KzooError, match="dropout=1.5"):
@@ -244,7 +245,8 @@ def test_nan_in_a_later_epoch_keeps_the_last_good_model(data_dir, tmp_path, monk
 # --- the logic gates, run fully ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("recipe", ["logic_or", "logic_and", "logic_xor"])
+@pytest.mark.parametrize("recipe", ["logic_or", "logic_and",
+                                    pytest.param("logic_xor", marks=pytest.mark.slow)])
 def test_logic_gate_recipes_reach_full_accuracy(recipe, tmp_path):
     result = kzoo.train(recipe, run_dir=tmp_path / "run", verbose=0)
     assert result.metrics["test_accuracy"] == 1.0

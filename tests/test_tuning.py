@@ -146,6 +146,7 @@ def test_cli_reports_bad_search_as_one_line(tmp_path, capsys):
 # --- searches -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_random_search_starts_from_the_recipe_and_leaves_usable_results(tmp_path, mnist_dir,
                                                                        monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -176,6 +177,7 @@ def test_random_search_starts_from_the_recipe_and_leaves_usable_results(tmp_path
     assert "val_loss" not in run.history and run.history["loss"]
 
 
+@pytest.mark.slow
 def test_hyperband_continues_its_best_trial(tmp_path, mnist_dir):
     path = write_recipe(tmp_path, "softmax", {**SOFTMAX, "epochs": 2})
     gradients = len(custom_gradients())
@@ -193,6 +195,7 @@ def test_hyperband_continues_its_best_trial(tmp_path, mnist_dir):
     assert len(custom_gradients()) == gradients  # no trial's graph is kept alive by TensorFlow
 
 
+@pytest.mark.slow
 def test_bayesian_search_starts_from_the_recipe(tmp_path, mnist_dir):
     pytest.importorskip("sklearn")
     path = write_recipe(tmp_path, "softmax", SOFTMAX)
@@ -209,6 +212,7 @@ NAN_RECIPE = {**SOFTMAX, "optimizer": {"name": "adam", "learning_rate": 0.01},
               "search": {"batch_size": False}}
 
 
+@pytest.mark.slow
 def test_failed_trial_is_recorded_and_the_search_goes_on(tmp_path, mnist_dir):
     path = write_recipe(tmp_path, "nan", NAN_RECIPE)
     result = kzoo.tune(path, max_trials=3, search={"learning_rate": "0.01,1e36"},
@@ -220,6 +224,7 @@ def test_failed_trial_is_recorded_and_the_search_goes_on(tmp_path, mnist_dir):
     assert result.best_hyperparameters == {"learning_rate": 0.01}
 
 
+@pytest.mark.slow
 def test_repeated_failures_stop_the_search_with_a_clear_message(tmp_path, mnist_dir):
     path = write_recipe(tmp_path, "nan", {**NAN_RECIPE, "optimizer": {"name": "adam",
                                                                      "learning_rate": 1e36}})
@@ -236,6 +241,7 @@ def test_repeated_failures_stop_the_search_with_a_clear_message(tmp_path, mnist_
 # --- resuming -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_same_call_resumes_more_trials_extend_other_settings_refuse(tmp_path, mnist_dir, capsys):
     path = write_recipe(tmp_path, "softmax", SOFTMAX)
     options = {"data_dir": mnist_dir, "directory": tmp_path / "tuning", "verbose": 0}
@@ -282,6 +288,7 @@ def _trial_status(path):
         return None
 
 
+@pytest.mark.slow
 def test_search_killed_mid_trial_resumes_without_losing_or_repeating_a_trial(tmp_path, mnist_dir):
     path = write_recipe(tmp_path, "softmax", {**SOFTMAX, "epochs": 2})
     command = [sys.executable, "-m", "kzoo", "tune", str(path), "--max-trials", "4",

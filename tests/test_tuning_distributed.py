@@ -9,10 +9,13 @@ import re
 import subprocess
 import sys
 
+import pytest
 import yaml
 from conftest import TINY_SOFTMAX_RECIPE, cli_env, free_port
 
 import kzoo
+
+pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
 
 RECIPE = TINY_SOFTMAX_RECIPE
 TRIALS = 6
