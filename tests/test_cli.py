@@ -7,8 +7,11 @@ killed run are checked in real ``python -m kzoo`` subprocesses.
 
 from __future__ import annotations
 
+import argparse
 import csv
+import dataclasses
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -19,7 +22,8 @@ import yaml
 from conftest import assert_clean_error, cli_env, run_cli_many, write_mnist_npz
 
 import kzoo
-from kzoo.cli.main import main
+import kzoo.cli.tune
+from kzoo.cli.main import main, make_parser
 
 TINY_RECIPE = {
     "description": "softmax regression on a tiny synthetic mnist.npz",
@@ -139,6 +143,151 @@ def test_bad_input_is_one_line_and_exit_2(case, argv, fragments, workspace, monk
         assert not [p for p in workspace.iterdir() if p.name.startswith("r") or p.name == "runs"]
 
 
+# --- the parser: flags, their help, their defaults ----------------------------------------------
+
+
+def command_parsers():
+    """Each command's name and parser."""
+    subparsers = next(action for action in make_parser()._actions
+                      if isinstance(action, argparse._SubParsersAction))
+    return dict(subparsers.choices)
+
+
+def flag_help(text, flag):
+    """The help of ``flag`` in a printed help page, on one line."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.lstrip().startswith(flag + " ")
+                 or line.strip() == flag or line.lstrip().startswith(flag + ","))
+    chunk = [lines[start]]
+    for line in lines[start + 1:]:
+        if not line.startswith("        ") or line.lstrip().startswith("-"):
+            break
+        chunk.append(line)
+    return " ".join(" ".join(chunk).split())
+
+
+def test_finetune_help_shows_the_defaults_of_a_bare_finetune(capsys):
+    from kzoo.training.finetune import DEFAULT_BACKBONE, default_recipe
+
+    code, out, err = run_main(capsys, "finetune", "--help")
+    assert code == 0 and err == ""
+    recipe = default_recipe("photos", DEFAULT_BACKBONE)
+    assert (recipe.finetune.head_epochs, recipe.epochs) == (30, 4)
+    assert flag_help(out, "--head-epochs").endswith("(default: 30)")
+    assert flag_help(out, "--epochs").endswith("(default: 4)")
+    assert flag_help(out, "--backbone").endswith(f"(default: {DEFAULT_BACKBONE})")
+    assert flag_help(out, "--learning-rate").endswith("(default: 3e-05)")
+    assert flag_help(out, "--batch-size").endswith("(default: 32)")
+    assert flag_help(out, "--center-crop").endswith("(default: 0.875)")
+    assert "--head-lr" in out and "--lr" in out  # the short spellings still work
+
+
+def test_train_and_audit_help_state_their_real_defaults(capsys):
+    from kzoo.analysis.labels import find_label_issues
+    from kzoo.cli.flags import parameter_default
+
+    code, out, _ = run_main(capsys, "train", "--help")
+    assert code == 0 and flag_help(out, "--epochs").endswith("(default: the recipe's)")
+    assert flag_help(out, "--run-dir").endswith("(default: runs/RECIPE-TIME)")
+    code, out, _ = run_main(capsys, "audit", "--help")
+    assert code == 0
+    seed = parameter_default(find_label_issues, "seed")
+    assert flag_help(out, "--seed").endswith(f"(default: {seed})")
+    assert flag_help(out, "--run-dir").endswith("(default: runs/labels-FOLDER-TIME)")
+    assert flag_help(out, "--backbone").endswith("(default: mobilenet_v2)")
+
+
+def test_every_flag_of_every_command_has_help_and_every_help_prints():
+    hidden = set()
+    for name, parser in command_parsers().items():
+        for action in parser._actions:
+            if action.help == argparse.SUPPRESS:
+                hidden.update((name, flag) for flag in action.option_strings)
+                continue
+            assert action.help and action.help.strip(), f"kzoo {name} {action.option_strings}"
+        parser.format_help()  # every default shown is found
+    assert hidden == {("tune", "--directory")}  # an older spelling, still read
+
+
+def test_recipe_flags_take_their_help_from_the_recipe_fields():
+    from kzoo.cli.flags import field_help, flag_name, recipe_field
+    from kzoo.recipes.recipe import FineTune
+
+    checked = set()
+    for name, parser in command_parsers().items():
+        for action in parser._actions:
+            try:
+                recipe_field(action.dest)
+            except KeyError:
+                continue
+            if action.dest == "search":  # tune --search NAME=SPEC: one entry of the section
+                continue
+            if flag_name(action.dest) in action.option_strings:
+                assert action.help == field_help(action.dest), f"kzoo {name} {action.dest}"
+                checked.add(action.dest)
+    assert {"batch_size", "epochs", "head_epochs", "head_learning_rate", "learning_rate",
+            "validation_split", "class_weight", "center_crop", "seed", "precision"} <= checked
+    head_epochs = next(f for f in dataclasses.fields(FineTune) if f.name == "head_epochs")
+    assert field_help("head_epochs") == head_epochs.metadata["help"]  # the one source
+
+
+@pytest.fixture
+def fine_tune_calls(monkeypatch):
+    """The calls `kzoo finetune` makes to fine_tune (which does nothing)."""
+    import kzoo.training.finetune
+
+    calls = []
+    monkeypatch.setattr(kzoo.training.finetune, "fine_tune",
+                        lambda *args, **kwargs: calls.append((args, kwargs)))
+    return calls
+
+
+def test_option_and_model_option_both_reach_model_options(fine_tune_calls, capsys):
+    assert run_main(capsys, "finetune", "photos", "--option", "alpha=0.35",
+                    "--model-option", "pooling=avg", "--weights", "none")[0] == 0
+    (args, kwargs), = fine_tune_calls
+    assert args == ("photos", None)
+    assert kwargs["model_options"] == {"alpha": 0.35, "pooling": "avg", "weights": None}
+
+
+def test_finetune_passes_only_the_flags_given(fine_tune_calls, capsys):
+    assert run_main(capsys, "finetune", "photos")[0] == 0
+    assert run_main(capsys, "finetune", "photos", "--head-lr", "0.01", "--lr", "auto",
+                    "--center-crop", "none", "--keep-last", "--epochs", "2",
+                    "--image-size", "96")[0] == 0
+    (_, bare), (_, given) = fine_tune_calls
+    assert bare["model_options"] == {} and bare["finetune"] == {}
+    assert not {"epochs", "learning_rate", "batch_size", "backbone", "seed"} & set(bare)
+    assert given["finetune"] == {"head_learning_rate": 0.01, "center_crop": None,
+                                 "keep_best": False}
+    assert (given["learning_rate"], given["epochs"]) == ("auto", 2)
+    assert given["model_options"] == {"image_size": 96}
+
+
+def test_tune_takes_run_dir_and_still_reads_directory():
+    from kzoo.tuning import ALGORITHMS
+
+    parser = make_parser()
+    assert parser.parse_args(["tune", "r.yaml", "--run-dir", "here"]).run_dir == "here"
+    assert parser.parse_args(["tune", "r.yaml", "--directory", "there"]).run_dir == "there"
+    assert parser.parse_args(["tune", "r.yaml"]).run_dir is None
+    assert "--directory" not in command_parsers()["tune"].format_help()
+    assert tuple(ALGORITHMS) == kzoo.cli.tune.ALGORITHMS
+
+
+def test_the_command_sets_the_tensorflow_log_level_not_the_package(monkeypatch, capsys):
+    code = "import os, kzoo; print(os.environ.get('TF_CPP_MIN_LOG_LEVEL'))"
+    env = {k: v for k, v in cli_env().items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True, check=True)
+    assert result.stdout.strip() == "None"
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    assert run_main(capsys, "predict", "nowhere", "x.png", "--verbose")[0] == 2
+    assert "TF_CPP_MIN_LOG_LEVEL" not in os.environ
+    assert run_main(capsys, "list")[0] == 0
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "2"
+
+
 # --- subprocesses: the real entry point -------------------------------------------------------
 
 
@@ -243,8 +392,8 @@ def test_list_and_help_print_no_tensorflow_lines_and_import_no_tensorflow(worksp
         assert result.returncode == 0, result.stderr
         assert result.stderr == "", f"kzoo {name} printed on stderr: {result.stderr}"
     assert "61,706" in runs["info"].stdout  # parameters, from the model index
-    code = ("import sys; from kzoo.cli import main; main(['list']); main(['info', 'lenet5']); "
-            "print('tensorflow' in sys.modules)")
+    code = ("import sys; from kzoo.cli.main import main; main(['list']); main(['info', 'lenet5']);"
+            " print('tensorflow' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], cwd=workspace, env=cli_env(),
                             capture_output=True, text=True, check=True)
     assert result.stdout.strip().splitlines()[-1] == "False"

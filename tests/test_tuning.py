@@ -25,7 +25,7 @@ from conftest import TINY_SOFTMAX_RECIPE, cli_env
 import kzoo
 from kzoo.cli.main import main
 from kzoo.errors import KzooError
-from kzoo.recipes.search import SearchRange, parse_search_option
+from kzoo.recipes.search import SearchRange, parse_search_entry, parse_search_option
 from kzoo.recipes.zoo import load_recipe
 from kzoo.training.train import load_splits
 from kzoo.tuning import (
@@ -35,6 +35,7 @@ from kzoo.tuning import (
     make_tuner,
     search_space,
 )
+from kzoo.tuning.table import SETTINGS_HP
 
 SOFTMAX = TINY_SOFTMAX_RECIPE
 LENET = {
@@ -114,7 +115,7 @@ def test_search_section_and_command_line_narrow_widen_and_extend(tmp_path):
 def test_bad_search_input_names_the_value_and_the_fix(tmp_path, search, train_size, fragments):
     recipe = load_recipe(write_recipe(tmp_path, "lenet", LENET))
     with pytest.raises(KzooError) as error:
-        overrides = {name: kzoo.recipes.parse_search_entry(name, entry, "test")
+        overrides = {name: parse_search_entry(name, entry, "test")
                      for name, entry in search.items()}
         search_space(recipe, overrides, train_size=train_size)
     for fragment in fragments:
@@ -258,6 +259,19 @@ def test_same_call_resumes_more_trials_extend_other_settings_refuse(tmp_path, mn
         kzoo.tune(path, max_trials=3, epochs=2, **options)
     fresh = kzoo.tune(path, max_trials=1, epochs=2, overwrite=True, **options)
     assert [row["trial_id"] for row in fresh.trials] == ["0"]
+
+
+def test_the_settings_digest_identifies_trials_but_is_never_shown(tmp_path, mnist_dir, capsys):
+    path = write_recipe(tmp_path, "softmax", SOFTMAX)
+    result = kzoo.tune(path, max_trials=1, data_dir=mnist_dir, directory=tmp_path / "tuning",
+                       verbose=1)
+    out = capsys.readouterr().out
+    assert "Best Value So Far" in out and "Results summary" in out  # KerasTuner's tables
+    assert re.search(r"\|learning_rate\n", out) and "learning_rate: 0.1" in out
+    assert SETTINGS_HP not in out
+    assert SETTINGS_HP not in (result.directory / "summary.txt").read_text()
+    trial = result.tuner.oracle.trials[result.trials[0]["trial_id"]]
+    assert SETTINGS_HP in trial.hyperparameters.values  # workers check the chief's through it
 
 
 def test_a_trial_whose_process_died_twice_is_marked_failed_not_rerun(tmp_path, mnist_dir):

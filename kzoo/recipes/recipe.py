@@ -28,15 +28,21 @@ OPTIMIZERS = ("sgd", "adam", "rmsprop")
 class Optimizer:
     """The optimizer part of a recipe; ``schedule`` anneals the learning rate over training."""
 
-    name: str = "adam"
-    learning_rate: float = 1e-3
-    momentum: float = 0.0
-    nesterov: bool = False
-    weight_decay: float = 0.0  # Keras's decoupled decay: each step w -= rate * weight_decay * w
-    lr_multipliers: dict[str, float] = field(default_factory=dict)  # variable pattern: factor
-    schedule: str = "constant"
-    schedule_options: dict[str, Any] = field(default_factory=dict)
-
+    name: str = field(default="adam", metadata={"help": "the optimizer: sgd, adam or rmsprop"})
+    learning_rate: float = field(default=1e-3, metadata={
+        "help": "the learning rate (when fine-tuning: of the phase after the head phase); on "
+                "the command line also auto: the learning-rate finder's suggestion"})
+    momentum: float = field(default=0.0, metadata={"help": "SGD's and RMSprop's momentum"})
+    nesterov: bool = field(default=False, metadata={"help": "SGD with Nesterov momentum"})
+    weight_decay: float = field(default=0.0, metadata={
+        "help": "Keras's decoupled weight decay: each step w -= rate * weight_decay * w"})
+    lr_multipliers: dict[str, float] = field(default_factory=dict, metadata={
+        "help": "learning-rate factors by variable-path pattern, e.g. {'block_1*': 0.1}"})
+    schedule: str = field(default="constant", metadata={
+        "help": "how the learning rate is annealed over training: constant, cosine, "
+                "exponential, step or triangle"})
+    schedule_options: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "the schedule's own options (decay_rate, every_epochs, peak, ...)"})
 
 @dataclass(frozen=True)
 class FineTune:
@@ -58,44 +64,82 @@ class FineTune:
     squashed to the input size.
     """
 
-    head_epochs: int = 30
-    head_learning_rate: float = 1e-3
-    unfreeze: float = 0.15
-    discriminative_lr: float = 1.0
-    lr_multipliers: dict[str, float] = field(default_factory=dict)
-    cache_features: bool | str = "auto"
-    feature_views: int = 1
-    center_crop: float | None = 0.875
-    keep_best: bool = True
-
+    head_epochs: int = field(default=30, metadata={
+        "help": "epochs of the new head on the frozen backbone (phase one; 0: none)"})
+    head_learning_rate: float = field(default=1e-3, metadata={
+        "help": "the learning rate of the head phase"})
+    unfreeze: float = field(default=0.15, metadata={
+        "help": "the fraction of the backbone's layers fine-tuned in phase two, from the top "
+                "(0: none, 1: all)"})
+    discriminative_lr: float = field(default=1.0, metadata={
+        "help": "in phase two, lower layers learn slower, down to this fraction of the rate "
+                "at the lowest unfrozen layer (0 < F <= 1; 1: all alike)"})
+    lr_multipliers: dict[str, float] = field(default_factory=dict, metadata={
+        "help": "learning-rate factors by variable-path pattern, e.g. {'block_16_*': 0.5}"})
+    cache_features: bool | str = field(default="auto", metadata={
+        "help": "train the head on cached backbone features: auto (where faster), true or "
+                "false (run the backbone every head epoch)"})
+    feature_views: int = field(default=1, metadata={
+        "help": "copies of the training images cached for the head phase: the first plain, "
+                "the others augmented"})
+    center_crop: float | None = field(default=0.875, metadata={
+        "help": "the central fraction of each image kept, undistorted, in training and "
+                "prediction alike; none: the whole image, squashed to the input size"})
+    keep_best: bool = field(default=True, metadata={
+        "help": "each phase ends with the weights of its best validation epoch (false: its "
+                "last)"})
 
 @dataclass(frozen=True)
 class Recipe:
     """Everything one training run needs."""
 
-    name: str
-    model: str
-    dataset: str
-    description: str = ""
-    model_options: dict[str, Any] = field(default_factory=dict)
-    augmentation: str = "none"
-    optimizer: Optimizer = field(default_factory=Optimizer)
-    loss: str = "sparse_categorical_crossentropy"
-    batch_size: int = 128
-    epochs: int = 10
-    seed: int = 0
-    validation_split: float = 0.1
-    expected_accuracy: float | None = None
-    reference: str = ""
-    class_weight: str | None = None  # "balanced": weight each class by n / (classes * count)
-    label_smoothing: float = 0.0
-    precision: str = "float32"  # or auto, mixed_bfloat16, mixed_float16: see kzoo.precision
-    steps_per_execution: int | str = "auto"  # "auto": see kzoo.training.flops.auto_steps_per_execution
-    lookahead: int = 0  # > 0: every that many steps, pull the weights to their EMA (kzoo.callbacks)
-    freeze_after: dict[str, int] = field(default_factory=dict)  # layer pattern: epochs trained
-    tta: str = "none"  # test-time augmentation of the final evaluation: none, flip, flip+shift
-    finetune: FineTune | None = None
-    search: dict[str, SearchRange | None] = field(default_factory=dict)  # None: not searched
+    name: str = field(metadata={"help": "the recipe's name: its file name without .yaml"})
+    model: str = field(metadata={"help": "the model to build, as `kzoo list` names it"})
+    dataset: str = field(metadata={
+        "help": "the data: a named dataset (mnist, cifar10, ...) or a folder of images"})
+    description: str = field(default="", metadata={"help": "what the recipe trains, in a line"})
+    model_options: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "options of the model's builder (weights, image_size, dropout, alpha, ...)"})
+    augmentation: str = field(default="none", metadata={
+        "help": "the augmentation preset: none, digits, cifar, imagenet or airbench"})
+    optimizer: Optimizer = field(default_factory=Optimizer, metadata={
+        "help": "the optimizer, its learning rate and its schedule"})
+    loss: str = field(default="sparse_categorical_crossentropy", metadata={
+        "help": "the loss, as Keras names it"})
+    batch_size: int = field(default=128, metadata={"help": "images per training step"})
+    epochs: int = field(default=10, metadata={
+        "help": "epochs of training (when fine-tuning: of the phase after the head phase)"})
+    seed: int = field(default=0, metadata={
+        "help": "the random seed: the same seed, the same run"})
+    validation_split: float = field(default=0.1, metadata={
+        "help": "the fraction of the training images held out for validation where the data "
+                "has no validation split"})
+    expected_accuracy: float | None = field(default=None, metadata={
+        "help": "the test accuracy the recipe reaches, as checked"})
+    reference: str = field(default="", metadata={"help": "where the recipe comes from"})
+    class_weight: str | None = field(default=None, metadata={
+        "help": "balanced: weigh each class's loss by the inverse of its share, "
+                "n / (classes * count); none: all alike"})
+    label_smoothing: float = field(default=0.0, metadata={
+        "help": "the share of each label spread over the other classes"})
+    precision: str = field(default="float32", metadata={
+        "help": "compute in float32 or a mixed 16-bit policy (auto: bf16 on CPUs with native "
+                "bf16, float16 on recent GPUs)"})
+    steps_per_execution: int | str = field(default="auto", metadata={
+        "help": "train steps per call into the compiled step (auto: more for models whose "
+                "step is tiny, kzoo.training.flops.auto_steps_per_execution)"})
+    lookahead: int = field(default=0, metadata={
+        "help": "> 0: every that many steps, pull the weights to their moving average"})
+    freeze_after: dict[str, int] = field(default_factory=dict, metadata={
+        "help": "layer-name patterns mapped to the epochs they train before being frozen"})
+    tta: str = field(default="none", metadata={
+        "help": "test-time augmentation (of a recipe's final evaluation): average the "
+                "predictions over the image and its mirror image (flip), and shifted copies "
+                "(flip+shift)"})
+    finetune: FineTune | None = field(default=None, metadata={
+        "help": "transfer learning in two phases (see FineTune)"})
+    search: dict[str, SearchRange | None] = field(default_factory=dict, metadata={
+        "help": "where `kzoo tune` searches each hyperparameter (none: not searched)"})
 
     def with_overrides(self, **overrides: Any) -> Recipe:
         """A copy with the given values changed; ``None`` values are ignored.

@@ -119,7 +119,7 @@ def _check_settings(path: Path, settings: dict[str, Any]) -> None:
     raise KzooError(
         f"{str(path.parent)!r} holds a search with other settings ({', '.join(changed)}); run the "
         "same command as before to resume it, add --overwrite to start afresh, or pick another "
-        "--directory or --project"
+        "--run-dir or --project"
     )
 
 

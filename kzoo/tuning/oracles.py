@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from copy import copy as shallow_copy
 from pathlib import Path
 
 import keras
@@ -17,7 +18,14 @@ from kzoo._compat import custom_gradient_names, forget_custom_gradients
 from kzoo.errors import KzooError
 from kzoo.tuning.hypermodel import RecipeHyperModel
 from kzoo.tuning.space import format_values
-from kzoo.tuning.table import OBJECTIVE, RUNNING, TRIALS_TABLE, last_line, write_trials_table
+from kzoo.tuning.table import (
+    OBJECTIVE,
+    RUNNING,
+    SETTINGS_HP,
+    TRIALS_TABLE,
+    last_line,
+    write_trials_table,
+)
 
 
 class SearchStopped(KzooError):
@@ -45,6 +53,7 @@ class _KzooOracle:
 
     def __init__(self, *args, worker_timeout: float | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        hide_settings(getattr(self, "_display", None))
         self.wall_times: dict[str, float] = {}
         self.launches: dict[str, int] = {}  # trial id: times handed to a tuner
         self.given_timeout = worker_timeout
@@ -195,6 +204,29 @@ class _KzooOracle:
         self.stop_reason = None  # a resumed search may go on (with a higher --max-failures)
 
 
+def shown(trial: kt.engine.trial.Trial) -> kt.engine.trial.Trial:
+    """The trial as it is shown: a copy without the settings digest (``SETTINGS_HP``, the
+    fixed hyperparameter through which workers check the chief's settings), which means
+    nothing to a reader; the trial itself, its values and its identity are left alone."""
+    if SETTINGS_HP not in trial.hyperparameters.values:
+        return trial
+    hyperparameters = trial.hyperparameters.copy()
+    hyperparameters.values = {name: value for name, value in trial.hyperparameters.values.items()
+                              if name != SETTINGS_HP}
+    copy = shallow_copy(trial)
+    copy.hyperparameters = hyperparameters
+    return copy
+
+
+def hide_settings(display) -> None:
+    """Have KerasTuner's display of each new trial (its table of hyperparameters, printed
+    with ``verbose`` >= 1: the oracle's ``_display``, checked on keras-tuner 1.4.8) show the
+    trial without the settings digest. Where KerasTuner has no such display, nothing is done."""
+    table = getattr(display, "show_hyperparameter_table", None)
+    if table is not None:
+        display.show_hyperparameter_table = lambda trial: table(shown(trial))
+
+
 class RandomSearchOracle(_KzooOracle, kt.oracles.RandomSearchOracle):
     pass
 
@@ -246,6 +278,16 @@ class _KzooTuner:
     def on_trial_end(self, trial):
         super().on_trial_end(trial)
         forget_custom_gradients(custom_gradients() - self._gradients_before_trial)
+
+    def results_summary(self, num_trials=10):
+        """KerasTuner's summary of the best trials, each shown without the settings digest."""
+        print("Results summary")
+        print(f"Results in {self.project_dir}")
+        print(f"Showing {num_trials} best trials")
+        print(f"{self.oracle.objective}")
+        for trial in self.oracle.get_best_trials(num_trials):
+            print()
+            shown(trial).summary()
 
 
 class RandomSearch(_KzooTuner, kt.RandomSearch):
