@@ -13,9 +13,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from kzoo.models.blocks import check_choice, check_image_shape, check_num_classes
+from kzoo.models.blocks import POOLING, check_choice, check_image_shape, check_num_classes
 from kzoo.models.layers import Dirac, PatchWhitening, activation_layer
-from kzoo.models.parts import POOLING
 from kzoo.models.specs import register_model
 
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "silu")

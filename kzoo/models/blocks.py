@@ -9,6 +9,10 @@ from keras import layers
 
 from kzoo.errors import KzooError
 
+# The parts a fine-tunable classifier declares by these names (read by kzoo.models.parts only).
+BACKBONE = "backbone"  # the nested model of a pretrained backbone
+POOLING = "pool"  # the layer that pools the features for the head
+
 
 def check_num_classes(num_classes: int) -> int:
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:

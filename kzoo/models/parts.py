@@ -2,7 +2,7 @@
 **backbone** (a nested model, pretrained), a **pooling** layer, and a **head** after it.
 
 A builder declares the parts by giving the backbone and the pooling layer the names below
-(``declare_backbone`` and ``POOLING`` in :mod:`kzoo.models.pretrained`), and this module is the
+(``BACKBONE`` and ``POOLING`` of :mod:`kzoo.models.blocks`), and this module is the
 one place that reads that declaration. Everything else (fine-tuning, features, explanations,
 the notebook helpers) asks :func:`classifier_parts` for the parts, never a layer by name. The
 declaration is kept in a saved ``model.keras``, so a loaded model has the same parts.
@@ -18,9 +18,7 @@ from dataclasses import dataclass
 import keras
 
 from kzoo.errors import KzooError
-
-BACKBONE = "backbone"  # the name a builder gives its backbone
-POOLING = "pool"  # the name a builder gives the layer that pools the features for the head
+from kzoo.models.blocks import BACKBONE, POOLING
 
 
 @dataclass(frozen=True)

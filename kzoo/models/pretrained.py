@@ -12,13 +12,14 @@ import keras
 from keras import layers
 
 from kzoo.models.blocks import (
+    BACKBONE,
+    POOLING,
     check_choice,
     check_image_shape,
     check_num_classes,
     check_rate,
     classifier_head,
 )
-from kzoo.models.parts import BACKBONE, POOLING
 from kzoo.models.specs import register_model
 from kzoo.models.weights import load_application
 
