@@ -10,7 +10,7 @@ import pytest
 
 from kzoo.errors import KzooError
 from kzoo.recipes.recipe import recipe_from_dict
-from kzoo.training.runs import choose_run_dir, latest_unfinished_run, start_run_dir
+from kzoo.training.run import choose_run_dir, latest_unfinished_run, start_run_dir
 
 RECIPE = recipe_from_dict("tiny", {"model": "softmax_regression", "dataset": "mnist"}, "test")
 

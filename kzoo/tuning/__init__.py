@@ -50,7 +50,7 @@ from kzoo.files import write_atomically, write_json
 from kzoo.recipes.recipe import Recipe
 from kzoo.recipes.search import parse_search_entry
 from kzoo.recipes.zoo import load_recipe, save_recipe
-from kzoo.training.runs import TrainResult
+from kzoo.training.run import TrainResult
 from kzoo.training.train import load_splits, train, with_validation_in_train
 from kzoo.tuning.distributed import distributed_role
 from kzoo.tuning.hypermodel import RecipeHyperModel, out_of_memory

@@ -20,7 +20,7 @@ from kzoo.training.flops import steps_per_execution_for
 from kzoo.training.losses import make_loss
 from kzoo.training.optimizers import make_optimizer
 from kzoo.training.precision import precision_policy
-from kzoo.training.runs import seed_everything
+from kzoo.training.run import seed_everything
 from kzoo.training.train import adapt_to_data, build_for
 from kzoo.tuning.space import Tunable, apply_values, format_values
 from kzoo.tuning.table import OBJECTIVE, SETTINGS_HP
