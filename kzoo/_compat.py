@@ -34,10 +34,16 @@ def forget_custom_gradients(names: set[str]) -> None:
 # reads, checked on keras-tuner 1.4.8: the trial proposal it wraps to propose the recipe's own
 # values first, the duplicate check it reuses, how a trial is saved, where the search lives,
 # the failure count it turns into a clear message, and the queue of trials to run again that
-# it completes on resume.
+# it completes on resume, and the display that prints each new trial's hyperparameters.
 ORACLE_METHODS = ("_random_values", "_duplicate", "_save_trial", "_check_consecutive_failures",
                   "_project_dir")
-ORACLE_ATTRIBUTES = ("_retry_queue", "_run_times")
+ORACLE_ATTRIBUTES = ("_retry_queue", "_run_times", "_display")
+
+
+def oracle_display(oracle):
+    """The object that prints each new trial's table of hyperparameters (``Oracle._display``,
+    checked on keras-tuner 1.4.8), or ``None`` where KerasTuner has none."""
+    return getattr(oracle, "_display", None)
 
 
 # Keras's image-layer hooks that kzoo.data.augment.RandomAffine overrides or calls (a subclass of

@@ -167,7 +167,7 @@ def flag_help(text, flag):
 
 
 def test_finetune_help_shows_the_defaults_of_a_bare_finetune(capsys):
-    from kzoo.training.finetune import DEFAULT_BACKBONE, default_recipe
+    from kzoo.recipes.zoo import DEFAULT_BACKBONE, default_recipe
 
     code, out, err = run_main(capsys, "finetune", "--help")
     assert code == 0 and err == ""

@@ -89,10 +89,10 @@ def _lr_find(args: argparse.Namespace) -> None:
 
 @functools.cache
 def finetune_defaults() -> dict[str, Any]:
-    """What a bare ``kzoo finetune FOLDER`` uses: :func:`kzoo.training.finetune.default_recipe`
-    (imported here, when ``kzoo finetune --help`` shows them: it imports TensorFlow)."""
+    """What a bare ``kzoo finetune FOLDER`` uses: :func:`kzoo.recipes.zoo.default_recipe` (read
+    when ``kzoo finetune --help`` shows them; no TensorFlow needed)."""
     from kzoo.models.registry import get_spec
-    from kzoo.training.finetune import DEFAULT_BACKBONE, default_recipe
+    from kzoo.recipes.zoo import DEFAULT_BACKBONE, default_recipe
 
     recipe = default_recipe("FOLDER", DEFAULT_BACKBONE)
     side = (get_spec(DEFAULT_BACKBONE).input_shape or (224,))[0]

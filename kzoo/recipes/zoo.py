@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import difflib
+import os
 from pathlib import Path
 
 import yaml
 
 from kzoo.errors import KzooError
-from kzoo.recipes.recipe import Recipe, recipe_from_dict
+from kzoo.recipes.recipe import FineTune, Optimizer, Recipe, recipe_from_dict
+
+DEFAULT_BACKBONE = "resnet50"  # what `kzoo finetune FOLDER` fine-tunes when no recipe is given
 
 
 def recipe_dirs() -> list[Path]:
@@ -71,3 +74,22 @@ def load_recipe(name_or_path: str | Path | Recipe) -> Recipe:
 def save_recipe(recipe: Recipe, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
 
+
+def default_recipe(folder: str | os.PathLike, backbone: str = DEFAULT_BACKBONE) -> Recipe:
+    """The settings ``fine_tune`` uses when no recipe is given: ImageNet weights, the
+    ``imagenet`` augmentation preset, Adam with a cosine schedule, two phases.
+    """
+    name = Path(folder).expanduser().resolve().name or "images"
+    return Recipe(
+        name=f"finetune-{name}",
+        model=backbone,
+        dataset=str(folder),
+        description=f"{backbone} pretrained on ImageNet, fine-tuned on {folder}",
+        model_options={"weights": "imagenet"},
+        augmentation="imagenet",
+        optimizer=Optimizer(name="adam", learning_rate=3e-5, schedule="cosine"),
+        batch_size=32,
+        epochs=4,
+        validation_split=0.2,
+        finetune=FineTune(),
+    )

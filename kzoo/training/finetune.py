@@ -22,7 +22,6 @@ import math
 import os
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import keras
@@ -38,36 +37,13 @@ from kzoo.models.blocks import with_classifier_info
 from kzoo.models.parts import classifier_parts
 from kzoo.models.registry import build, get_spec, list_models
 from kzoo.models.weights import search_weights_in
-from kzoo.recipes.recipe import FineTune, Optimizer, Recipe
-from kzoo.recipes.zoo import load_recipe
+from kzoo.recipes.recipe import FineTune, Recipe
+from kzoo.recipes.zoo import DEFAULT_BACKBONE, default_recipe, load_recipe
 from kzoo.training.lr_finder import RULE, STEPS, write_sweep
 from kzoo.training.phases import fine_tuning_sweep, kept_epoch, train_head, train_top
 from kzoo.training.run import Run, TrainResult, merge_phases, write_history
 
-DEFAULT_BACKBONE = "resnet50"
-
-
 # --- the recipe ----------------------------------------------------------------------------------
-
-
-def default_recipe(folder: str | os.PathLike, backbone: str = DEFAULT_BACKBONE) -> Recipe:
-    """The settings ``fine_tune`` uses when no recipe is given: ImageNet weights, the
-    ``imagenet`` augmentation preset, Adam with a cosine schedule, two phases.
-    """
-    name = Path(folder).expanduser().resolve().name or "images"
-    return Recipe(
-        name=f"finetune-{name}",
-        model=backbone,
-        dataset=str(folder),
-        description=f"{backbone} pretrained on ImageNet, fine-tuned on {folder}",
-        model_options={"weights": "imagenet"},
-        augmentation="imagenet",
-        optimizer=Optimizer(name="adam", learning_rate=3e-5, schedule="cosine"),
-        batch_size=32,
-        epochs=4,
-        validation_split=0.2,
-        finetune=FineTune(),
-    )
 
 
 def finetune_recipe(

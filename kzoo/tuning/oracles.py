@@ -14,7 +14,7 @@ from pathlib import Path
 import keras
 import keras_tuner as kt
 
-from kzoo._compat import custom_gradient_names, forget_custom_gradients
+from kzoo._compat import custom_gradient_names, forget_custom_gradients, oracle_display
 from kzoo.errors import KzooError
 from kzoo.tuning.hypermodel import RecipeHyperModel
 from kzoo.tuning.space import format_values
@@ -53,7 +53,7 @@ class _KzooOracle:
 
     def __init__(self, *args, worker_timeout: float | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        hide_settings(getattr(self, "_display", None))
+        hide_settings(oracle_display(self))
         self.wall_times: dict[str, float] = {}
         self.launches: dict[str, int] = {}  # trial id: times handed to a tuner
         self.given_timeout = worker_timeout
