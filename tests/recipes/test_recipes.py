@@ -15,7 +15,7 @@ from kzoo.models.registry import get_spec
 from kzoo.recipes.recipe import OPTIMIZERS, SCHEDULES, Recipe
 from kzoo.recipes.zoo import recipe_dirs, save_recipe
 
-ZOO = Path(__file__).resolve().parent.parent / "zoo_configs"
+ZOO = Path(__file__).resolve().parents[2] / "zoo_configs"
 ZOO_FILES = sorted(ZOO.glob("*.yaml"))
 
 MINIMAL = {"model": "lenet5", "dataset": "mnist"}
