@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         write_subset(args.data_dir, Path(scratch), args.train_images)
         result = kzoo.tune(args.recipe, max_trials=args.trials, epochs=1, data_dir=scratch,
-                           directory=Path(scratch) / "tuning", callbacks=[RecordMemory()],
+                           run_dir=Path(scratch) / "tuning", callbacks=[RecordMemory()],
                            verbose=0)
     completed = sum(row["status"] == "COMPLETED" for row in result.trials)
     warm_up = len(RSS_MB) // 3

@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             result = kzoo.tune(
                 args.recipe, algorithm=algorithm, max_trials=max_trials, epochs=args.max_epochs,
                 hyperband_factor=args.factor, data_dir=scratch,
-                directory=Path(scratch) / "tuning", verbose=0,
+                run_dir=Path(scratch) / "tuning", verbose=0,
             )
             summary = summarize(result, started, time.perf_counter())
             record["searches"][algorithm] = summary

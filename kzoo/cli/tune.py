@@ -26,15 +26,15 @@ def _tune(args: argparse.Namespace) -> None:
     from kzoo.recipes.search import parse_search_option
     from kzoo.tuning import tune
 
-    options = given(args, ["algorithm", "max_trials", "max_failures", *TUNE_FIELDS])
-    if args.run_dir is not None:
-        options["directory"] = args.run_dir
+    options = {name: value for name, value in given(
+        args, ["algorithm", "max_trials", "max_failures", "run_dir", *TUNE_FIELDS]).items()
+        if value is not None}
+    roles = given(args, ["chief", "worker", "tuner_id", "worker_timeout"])
     tune(
         args.recipe, **options,
         search=dict(parse_search_option(text) for text in args.search or []),
         project_name=args.project, overwrite=args.overwrite, retrain_best=args.retrain_best,
-        data_dir=args.data_dir, chief=args.chief, worker=args.worker, tuner_id=args.tuner_id,
-        worker_timeout=args.worker_timeout, verbose=keras_verbosity(args),
+        data_dir=args.data_dir, distribution=roles, verbose=keras_verbosity(args),
     )
 
 
@@ -44,6 +44,12 @@ def _default(name: str) -> Any:
     from kzoo.tuning import tune
 
     return parameter_default(tune, name)
+
+
+def _max_failures() -> int:
+    from kzoo.tuning import DEFAULT_MAX_FAILURES
+
+    return DEFAULT_MAX_FAILURES
 
 
 def _max_trials() -> str:
@@ -71,7 +77,7 @@ def add_commands(commands) -> None:
                            help="where to search NAME: MIN:MAX[:STEP][:log], V1,V2,... or off; "
                            "e.g. learning_rate=1e-4:1e-1:log (repeatable; overrides the recipe's "
                            "search section)")
-    add_run_dir(searching, lambda: f"{_default('directory')}/, a folder per search in it, see "
+    add_run_dir(searching, lambda: f"{_default('run_dir')}/, a folder per search in it, see "
                 "--project", hidden=("--directory",))
     searching.add_argument("--project", help="the search's folder in --run-dir (default: "
                            "RECIPE-ALGORITHM)")
@@ -80,7 +86,7 @@ def add_commands(commands) -> None:
     searching.add_argument("--retrain-best", action="store_true",
                            help="then train the best settings on train+validation into a run dir")
     add(searching, "--max-failures", type=count, metavar="N", default=argparse.SUPPRESS,
-        shown=lambda: _default("max_failures"), help="stop after N failed trials in a row")
+        shown=_max_failures, help="stop after N failed trials in a row")
     add_loudness(searching)
     add_data_dir(searching)
     role = searching.add_mutually_exclusive_group()

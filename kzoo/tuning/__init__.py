@@ -88,6 +88,8 @@ __all__ = [
     "write_trials_table",
 ]
 DEFAULT_MAX_TRIALS = 10
+DEFAULT_MAX_FAILURES = 3  # failed trials in a row that stop a search
+DEFAULT_HYPERBAND_FACTOR = 3
 SETTINGS_FILE = "search.json"
 
 
@@ -128,42 +130,48 @@ def tune(
     *,
     algorithm: str = "random",
     max_trials: int | None = None,
-    epochs: int | None = None,
     search: Mapping[str, Any] | None = None,
-    directory: str | os.PathLike = "tuning",
+    run_dir: str | os.PathLike = "tuning",
     project_name: str | None = None,
     overwrite: bool = False,
     retrain_best: bool = False,
-    seed: int | None = None,
     data_dir: str | os.PathLike | None = None,
-    chief: str | None = None,
-    worker: str | None = None,
-    tuner_id: str | None = None,
-    max_failures: int = 3,
-    worker_timeout: float | None = None,
-    hyperband_factor: int = 3,
-    precision: str | None = None,
+    distribution: Mapping[str, Any] | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: str | int = "auto",
+    **options: Any,
 ) -> TuneResult:
     """Search a recipe's hyperparameters with KerasTuner, starting from the recipe's own values.
 
-    ``algorithm``: ``random`` (``max_trials`` trials, default 10, of ``epochs`` each: default
-    the recipe's), ``hyperband`` (``epochs`` is the most a trial trains; ``max_trials`` an
-    optional cap) or ``bayesian``. ``search`` maps hyperparameter names to entries of the
-    recipe's ``search:`` section, in YAML form, as :class:`SearchRange` or as ``--search`` text
-    (``{"learning_rate": "1e-4:1e-1:log", "dropout": False}``). Running the same call again
-    resumes the search in ``directory/project_name``; ``overwrite`` starts afresh.
-    ``retrain_best`` trains the best settings on train+validation into a run directory, as
-    ``kzoo train`` would. ``chief``/``worker`` (``HOST:PORT``) share one search among processes
-    (see :func:`distributed_role`); a worker silent for ``worker_timeout`` seconds (default: 3x
-    the longest silence seen, at least a minute) loses its trial to another. ``precision``
-    overrides the recipe's (:mod:`kzoo.training.precision`). ``callbacks`` (e.g. EarlyStopping) join every trial's fit.
+    - **search**: ``algorithm``: ``random`` (``max_trials`` trials, default 10, of ``epochs``
+      each: default the recipe's), ``hyperband`` (``epochs`` is the most a trial trains;
+      ``max_trials`` an optional cap; ``hyperband_factor``, default 3) or ``bayesian``.
+      ``search`` maps hyperparameter names to entries of the recipe's ``search:`` section, in
+      YAML form, as :class:`SearchRange` or as ``--search`` text (``{"learning_rate":
+      "1e-4:1e-1:log", "dropout": False}``). ``max_failures`` (default 3) failed trials in a
+      row stop the search.
+    - **where**: running the same call again resumes the search in ``run_dir/project_name``;
+      ``overwrite`` starts afresh. ``retrain_best`` trains the best settings on
+      train+validation into a run directory, as ``kzoo train`` would.
+    - **distribution**: ``chief`` or ``worker`` (``HOST:PORT``) share one search among
+      processes (see :func:`distributed_role`), ``tuner_id`` names a worker, and a worker
+      silent for ``worker_timeout`` seconds (default: 3x the longest silence seen, at least a
+      minute) loses its trial to another.
+    - ``options``: besides ``max_failures`` and ``hyperband_factor``, recipe fields that
+      override the recipe's (``epochs``, ``seed``, ``precision``, ...). ``callbacks`` (e.g.
+      EarlyStopping) join every trial's fit.
 
     >>> result = kzoo.tune("lenet5_mnist", max_trials=20, epochs=3,
     ...                    search={"batch_size": {"values": [32, 128, 2000]}})
     """
-    recipe = load_recipe(recipe).with_overrides(epochs=epochs, seed=seed, precision=precision)
+    max_failures = options.pop("max_failures", DEFAULT_MAX_FAILURES)
+    hyperband_factor = options.pop("hyperband_factor", DEFAULT_HYPERBAND_FACTOR)
+    roles = dict(distribution or {})
+    unknown = sorted(set(roles) - {"chief", "worker", "tuner_id", "worker_timeout"})
+    if unknown:
+        raise KzooError(f"tuning distribution setting {unknown[0]!r} is unknown; expected chief, "
+                        "worker, tuner_id or worker_timeout")
+    recipe = load_recipe(recipe).with_overrides(**options)
     if recipe.finetune is not None:
         raise KzooError(f"recipe {recipe.name!r} fine-tunes a pretrained backbone in two phases; "
                         "kzoo tune searches recipes trained in one (tune its finetune settings "
@@ -186,7 +194,7 @@ def tune(
     if max_trials is None and algorithm != "hyperband":
         max_trials = DEFAULT_MAX_TRIALS
     project_name = project_name or f"{recipe.name}-{algorithm}"
-    project_dir = Path(directory) / project_name
+    project_dir = Path(run_dir) / project_name
     recipe_settings = {k: v for k, v in recipe.to_dict().items() if k != "search"}
     settings = json.loads(json.dumps({  # what the chief and its workers must agree on
         "recipe": recipe_settings, "algorithm": algorithm, "objective": OBJECTIVE.name,
@@ -195,7 +203,8 @@ def tune(
     }))
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     hypermodel = RecipeHyperModel(recipe, space, splits, settings_digest=digest)
-    with distributed_role(chief=chief, worker=worker, tuner_id=tuner_id) as role:
+    with distributed_role(chief=roles.get("chief"), worker=roles.get("worker"),
+                          tuner_id=roles.get("tuner_id")) as role:
         if role == "worker" and overwrite:
             raise KzooError("--overwrite is for the chief: a worker never deletes the search "
                             "directory the chief may share")
@@ -203,9 +212,9 @@ def tune(
             _check_settings(project_dir / SETTINGS_FILE, settings)
         tuner = make_tuner(
             hypermodel, algorithm, max_trials=max_trials, epochs=recipe.epochs,
-            directory=directory, project_name=project_name, overwrite=overwrite,
+            directory=run_dir, project_name=project_name, overwrite=overwrite,
             seed=recipe.seed, max_failures=max_failures, hyperband_factor=hyperband_factor,
-            worker_timeout=worker_timeout,
+            worker_timeout=roles.get("worker_timeout"),
         )
         if role == "worker":
             _check_chief_settings(tuner, digest, settings, project_dir / SETTINGS_FILE)

@@ -164,7 +164,7 @@ def test_tiny_airbench_recipe_trains_saves_and_reloads(tmp_path):
 
 def test_tune_refuses_the_alternating_flip_before_searching(tmp_path):
     with pytest.raises(kzoo.KzooError, match="'airbench' augmentation.*kzoo tune cannot apply"):
-        kzoo.tune("airbench_cifar10", directory=tmp_path, max_trials=1)
+        kzoo.tune("airbench_cifar10", run_dir=tmp_path, max_trials=1)
 
 
 def test_whitening_computes_in_float32_under_bf16():

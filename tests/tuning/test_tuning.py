@@ -132,7 +132,7 @@ def test_batch_size_larger_than_the_dataset_fails_before_any_trial(tmp_path, mni
     path = write_recipe(tmp_path, "softmax", SOFTMAX)
     with pytest.raises(KzooError, match="batch_size 2000 is larger than the 270 training"):
         kzoo.tune(path, search={"batch_size": "32,2000"}, data_dir=mnist_dir,
-                  directory=tmp_path / "tuning")
+                  run_dir=tmp_path / "tuning")
     assert not (tmp_path / "tuning").exists()
 
 
@@ -183,7 +183,7 @@ def test_hyperband_continues_its_best_trial(tmp_path, mnist_dir):
     path = write_recipe(tmp_path, "softmax", {**SOFTMAX, "epochs": 2})
     gradients = len(custom_gradients())
     result = kzoo.tune(path, algorithm="hyperband", hyperband_factor=2, max_trials=3,
-                       data_dir=mnist_dir, directory=tmp_path / "tuning", verbose=0)
+                       data_dir=mnist_dir, run_dir=tmp_path / "tuning", verbose=0)
     rows = read_table(result.directory / "trials.csv")
     assert [(row["epochs"], row["initial_epoch"]) for row in rows] == [
         ("1", "0"), ("1", "0"), ("2", "1")]
@@ -201,7 +201,7 @@ def test_bayesian_search_starts_from_the_recipe(tmp_path, mnist_dir):
     pytest.importorskip("sklearn")
     path = write_recipe(tmp_path, "softmax", SOFTMAX)
     result = kzoo.tune(path, algorithm="bayesian", max_trials=2, data_dir=mnist_dir,
-                       directory=tmp_path / "tuning", verbose=0)
+                       run_dir=tmp_path / "tuning", verbose=0)
     first = result.trials[0]
     assert (first["trial_id"], first["learning_rate"], first["batch_size"]) == ("0", 0.1, 32)
     assert len(result.trials) == 2
@@ -217,7 +217,7 @@ NAN_RECIPE = {**SOFTMAX, "optimizer": {"name": "adam", "learning_rate": 0.01},
 def test_failed_trial_is_recorded_and_the_search_goes_on(tmp_path, mnist_dir):
     path = write_recipe(tmp_path, "nan", NAN_RECIPE)
     result = kzoo.tune(path, max_trials=3, search={"learning_rate": "0.01,1e36"},
-                       data_dir=mnist_dir, directory=tmp_path / "tuning", verbose=0)
+                       data_dir=mnist_dir, run_dir=tmp_path / "tuning", verbose=0)
     rows = read_table(result.directory / "trials.csv")
     assert [(row["learning_rate"], row["status"]) for row in rows] == [
         ("0.01", "COMPLETED"), ("1e+36", "FAILED")]  # then the space is exhausted
@@ -231,7 +231,7 @@ def test_repeated_failures_stop_the_search_with_a_clear_message(tmp_path, mnist_
                                                                      "learning_rate": 1e36}})
     with pytest.raises(KzooError) as error:
         kzoo.tune(path, max_trials=4, max_failures=2, search={"learning_rate": "1e36,1e37,1e38"},
-                  data_dir=mnist_dir, directory=tmp_path / "tuning", verbose=0)
+                  data_dir=mnist_dir, run_dir=tmp_path / "tuning", verbose=0)
     message = str(error.value)
     assert "2 trials in a row failed" in message and "--max-failures" in message
     assert "the loss became NaN" in message
@@ -245,7 +245,7 @@ def test_repeated_failures_stop_the_search_with_a_clear_message(tmp_path, mnist_
 @pytest.mark.slow
 def test_same_call_resumes_more_trials_extend_other_settings_refuse(tmp_path, mnist_dir, capsys):
     path = write_recipe(tmp_path, "softmax", SOFTMAX)
-    options = {"data_dir": mnist_dir, "directory": tmp_path / "tuning", "verbose": 0}
+    options = {"data_dir": mnist_dir, "run_dir": tmp_path / "tuning", "verbose": 0}
     first = kzoo.tune(path, max_trials=2, **options)
     capsys.readouterr()
     again = kzoo.tune(path, max_trials=2, **options)
@@ -263,7 +263,7 @@ def test_same_call_resumes_more_trials_extend_other_settings_refuse(tmp_path, mn
 
 def test_the_settings_digest_identifies_trials_but_is_never_shown(tmp_path, mnist_dir, capsys):
     path = write_recipe(tmp_path, "softmax", SOFTMAX)
-    result = kzoo.tune(path, max_trials=1, data_dir=mnist_dir, directory=tmp_path / "tuning",
+    result = kzoo.tune(path, max_trials=1, data_dir=mnist_dir, run_dir=tmp_path / "tuning",
                        verbose=1)
     out = capsys.readouterr().out
     assert "Best Value So Far" in out and "Results summary" in out  # KerasTuner's tables

@@ -46,7 +46,7 @@ def test_chief_and_two_workers_run_every_trial_exactly_once(tmp_path, mnist_dir)
         # The same search in one process, while the chief waits out KerasTuner's exit check
         # (it looks every 20 s for workers still busy).
         single = kzoo.tune(recipe, max_trials=TRIALS, data_dir=mnist_dir,
-                           directory=tmp_path / "single", verbose=0)
+                           run_dir=tmp_path / "single", verbose=0)
         outputs["chief"] = processes["chief"].communicate(timeout=90)[0]
     finally:
         for process in processes.values():
