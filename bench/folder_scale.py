@@ -229,7 +229,7 @@ def source_version() -> dict[str, object]:
 
 def finetune_command(folder: Path, weights: Path, run_dir: Path) -> list[str]:
     return [sys.executable, "-m", "kzoo", "finetune", str(folder), "--backbone", "mobilenet_v2",
-            "--option", "alpha=0.35", "--weights", str(weights), "--image-size", str(IMAGE_SIZE),
+            "--model-option", "alpha=0.35", "--weights", str(weights), "--image-size", str(IMAGE_SIZE),
             "--head-epochs", str(HEAD_EPOCHS), "--epochs", str(EPOCHS), "--run-dir", str(run_dir),
             "--quiet"]
 
