@@ -1,7 +1,7 @@
 """Threads or processes for the first scan of an image folder? Times decoding the same image
 files (read, hash, decode, frame to 224x224 with the 0.875 centre crop: kzoo.data.images.decode_file)
 with one thread, with a thread per core, and with a process per core (spawned workers, the
-pixels sent back), interleaved and repeated; then a whole first scan (kzoo.folders.scan_folder,
+pixels sent back), interleaved and repeated; then a whole first scan (kzoo.data.scan.scan_folder,
 which also writes the image store) with a thread per core. Writes
 bench/results/decode_workers.json.
 

@@ -354,7 +354,7 @@ def run_child_main(args):
 
 # ------------------------------------------------------------------------------------- parent
 def train_flops_per_image(name: str) -> float:
-    """Training FLOPs an image, by kzoo.flops (conv and dense layers, 3x the forward pass)."""
+    """Training FLOPs an image, by kzoo.training.flops (conv and dense layers, 3x the forward pass)."""
     import kzoo
     from kzoo.training.flops import training_flops
 

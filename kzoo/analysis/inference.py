@@ -87,7 +87,7 @@ def _input_size(model: keras.Model) -> tuple[tuple[int, int], int]:
 
 
 def image_framing(model: keras.Model) -> dict[str, Any]:
-    """How to read images for ``model``: size, channels, center crop (see kzoo.images)."""
+    """How to read images for ``model``: size, channels, center crop (see kzoo.data.images)."""
     (height, width), channels = _input_size(model)
     info = classifier_info(model)
     return {"size": (height, width), "channels": channels,

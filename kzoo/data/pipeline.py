@@ -2,7 +2,7 @@
 small, streamed from disk when it is not.
 
 A split is :class:`Examples`: rows of a source (an array in memory, or a
-:class:`kzoo.folders.RowFile` on disk, such as a folder's image store or cached backbone
+:class:`kzoo.data.rows.RowFile` on disk, such as a folder's image store or cached backbone
 features) with their labels and files. :func:`make_pipeline` turns it into batches:
 
 - **small** (its rows take at most :func:`in_memory_limit` bytes): read into memory once, a
@@ -71,7 +71,7 @@ class Examples:
     """One split: ``rows`` of ``source`` (ascending, so reads are sequential), their
     ``labels``, and the files they came from (``paths``, empty for in-memory datasets)."""
 
-    source: Any  # a RowSource: ArrayRows, or kzoo.folders.RowFile
+    source: Any  # a RowSource: ArrayRows, or kzoo.data.rows.RowFile
     rows: np.ndarray
     labels: np.ndarray
     paths: list[str]
@@ -91,7 +91,7 @@ class Examples:
 
     @classmethod
     def from_scan(cls, part) -> Examples:
-        """The images of a scanned split (:class:`kzoo.folders.SplitScan`), read from its store."""
+        """The images of a scanned split (:class:`kzoo.data.scan.SplitScan`), read from its store."""
         return cls.from_rows(part.store.rows, part.rows, part.labels, part.paths)
 
     def __len__(self) -> int:

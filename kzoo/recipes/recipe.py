@@ -218,8 +218,8 @@ _OPTIMIZER_TYPES = {"name": str, "learning_rate": float, "momentum": float, "nes
 
 
 CLASS_WEIGHTS = ("balanced",)
-PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")  # as kzoo.precision
-TTA_MODES = ("none", "flip", "flip+shift")  # as kzoo.tta
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")  # as kzoo.training.precision
+TTA_MODES = ("none", "flip", "flip+shift")  # as kzoo.analysis.tta
 
 
 def _check_fields(data: dict[str, Any], source: str) -> dict[str, Any]:

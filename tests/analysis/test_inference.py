@@ -19,7 +19,7 @@ from messy_images import make_split_folder, write_messy_files, write_mobilenet_w
 
 import kzoo
 from kzoo.analysis.inference import check_export, load_run
-from kzoo.cli import main as cli
+from kzoo.cli.main import main as kzoo_cli
 from kzoo.data.images import read_image
 from kzoo.errors import KzooError
 
@@ -109,12 +109,12 @@ def test_cli_predict_formats(finetuned, data, capsys):
     assert len(rows) == 2 and len(rows[0]["predictions"]) == 1 and rows[1]["error"]
     assert "1 of 2 files could not be read" in done.stderr
 
-    assert cli.main(["predict", str(run_dir), str(root / "val" / "ants"), "--format", "csv"]) == 0
+    assert kzoo_cli(["predict", str(run_dir), str(root / "val" / "ants"), "--format", "csv"]) == 0
     table = list(csv.reader(io.StringIO(capsys.readouterr().out)))
     assert table[0] == ["path", "class_1", "probability_1", "class_2", "probability_2",
                         "class_3", "probability_3", "error"]
     assert len(table) == 4 and all(row[1] in ("ants", "bees") and row[5] == "" for row in table[1:])
-    assert cli.main(["predict", str(run_dir), str(messy / "notes.txt")]) == 0
+    assert kzoo_cli(["predict", str(run_dir), str(messy / "notes.txt")]) == 0
     # A file named on the command line is tried whatever its extension.
     assert "unreadable: not an image Pillow can read" in capsys.readouterr().out
 
@@ -127,7 +127,7 @@ def test_evaluate_on_a_labelled_folder(finetuned, data, capsys):
     assert metrics["accuracy"] == pytest.approx(saved["val_accuracy"])  # same images, same framing
     assert metrics["confusion_matrix"] == saved["validation"]["confusion_matrix"]
     assert [row["support"] for row in metrics["per_class"]] == [3, 3]
-    assert cli.main(["evaluate", str(run_dir), str(root / "val")]) == 0
+    assert kzoo_cli(["evaluate", str(run_dir), str(root / "val")]) == 0
     out = capsys.readouterr().out
     assert out.startswith("accuracy ") and "precision" in out and "confusion matrix" in out
     with pytest.raises(KzooError, match="evaluate .*val' instead"):

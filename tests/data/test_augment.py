@@ -342,7 +342,7 @@ JAX_SCRIPT = """
 import json
 import keras, numpy as np, tensorflow as tf
 import kzoo
-from kzoo.augment import RandomAffine
+from kzoo.data.augment import RandomAffine
 images = np.random.default_rng(0).integers(0, 256, (8, 36, 44, 3)).astype("uint8")
 
 def stream(seed, parallel=None):

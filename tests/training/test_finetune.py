@@ -19,7 +19,7 @@ from messy_images import (
 )
 
 import kzoo
-from kzoo.cli import main as cli
+from kzoo.cli.main import main as kzoo_cli
 from kzoo.errors import KzooError
 from kzoo.models.blocks import class_names_of
 from kzoo.models.parts import classifier_parts
@@ -262,13 +262,13 @@ def test_cli_finetune_errors_are_one_line(tmp_path, capsys):
     """Bad input stops ``kzoo finetune`` before any training, with one line on stderr (the
     command itself runs in a subprocess in test_inference.py)."""
     make_clean_folder(tmp_path / "one", classes=("ants",), per_class=2)
-    assert cli.main(["finetune", str(tmp_path / "one"), "--weights", "none"]) == 2
+    assert kzoo_cli(["finetune", str(tmp_path / "one"), "--weights", "none"]) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("kzoo: error: image folder") and "expected at least 2" in error
     assert "\n" not in error
-    assert cli.main(["finetune", str(tmp_path / "missing")]) == 2
+    assert kzoo_cli(["finetune", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
-    assert cli.main(["finetune", str(tmp_path / "one"), "--backbone", "lenet5"]) == 2
+    assert kzoo_cli(["finetune", str(tmp_path / "one"), "--backbone", "lenet5"]) == 2
     assert "no pretrained backbone to fine-tune" in capsys.readouterr().err
 
 
