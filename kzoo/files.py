@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,11 +20,11 @@ from typing import Any
 
 def write_atomically(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Call ``write(partial)`` on a temporary file beside ``path``, flush it to disk, then
-    rename it to ``path``. Returns ``path``."""
+    rename it to ``path``. Returns ``path``. The file gets the mode a plain ``open`` would
+    give it (0644 under the usual umask 022), not ``mkstemp``'s 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(prefix=f".partial-{path.name}-", dir=path.parent)
-    os.close(handle)
+    partial = _create_beside(path)
     try:
         write(Path(partial))
         with open(partial, "rb") as written:
@@ -33,6 +33,19 @@ def write_atomically(path: str | os.PathLike, write: Callable[[Path], None]) -> 
     finally:
         Path(partial).unlink(missing_ok=True)
     return path
+
+
+def _create_beside(path: Path) -> str:
+    """A new, empty file with a fresh name beside ``path``, created with mode 0666 less the
+    umask, as ``open(path, "w")`` would create ``path`` itself."""
+    for _ in range(100):
+        partial = path.parent / f".partial-{path.name}-{secrets.token_hex(4)}"
+        try:
+            os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return str(partial)
+    raise FileExistsError(f"no free temporary name beside {path}")
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
