@@ -4,7 +4,12 @@ learning rate grows exponentially, record every step's loss, stop once the loss 
 suggest a rate.
 
 The rule: **a tenth of the rate at which the smoothed loss is lowest**. At that rate the loss
-still falls, and ten times below it training is stable. The rate of steepest descent of the
+still falls, and ten times below it training is stable. As fastai's ``lr_find`` does, the
+minimum is taken without the first tenth of the steps and the last five (the first rates are
+too small to change anything, the last ones are where the loss blows up). Where the minimum
+still falls on the first step kept, the loss never fell: the suggestion is then no better than
+the smallest rate tried, and the sweep says so (a printed line, and ``warning`` in its
+summary). The rate of steepest descent of the
 smoothed loss is recorded as well. The curve the rule reads is smoothed by a centred moving
 average over 11 steps, after the sweep: an exponential average, as fastai uses, lags behind a
 loss that turns, and put LeNet-5's minimum a decade too high. While the sweep runs, a
@@ -30,6 +35,7 @@ START, END, STEPS = 1e-7, 10.0, 200
 DIVERGENCE = 4.0  # stop once the running loss passes this multiple of its lowest value
 RUNNING = 0.9  # the exponential average that watches for divergence during the sweep
 WINDOW = 11  # steps of the centred moving average the suggestion reads
+SKIP_END = 5  # steps left out at the end of the curve (the first tenth is left out at its start)
 
 
 @dataclass
@@ -55,9 +61,37 @@ class LRFind:
         return out
 
     @property
+    def kept(self) -> slice:
+        """The steps the suggestion reads: all but the first tenth and the last
+        :data:`SKIP_END` (all of them where that would leave fewer than three)."""
+        count = len(self.rates)
+        kept = slice(count // 10, count - SKIP_END)
+        return kept if kept.stop - kept.start >= 3 else slice(0, count)
+
+    @property
+    def lowest(self) -> int:
+        """The step at which the smoothed loss is lowest, among the steps :attr:`kept`."""
+        kept, smoothed = self.kept, np.asarray(self.smoothed, dtype="float64")
+        window = smoothed[kept]
+        if not np.isfinite(window).any():  # nothing finite in the middle: the whole curve
+            return int(np.nanargmin(smoothed))
+        return kept.start + int(np.nanargmin(window))
+
+    @property
     def minimum(self) -> float:
-        """The rate at which the smoothed loss is lowest."""
-        return self.rates[int(np.nanargmin(self.smoothed))]
+        """The rate at which the smoothed loss is lowest (:attr:`lowest`)."""
+        return self.rates[self.lowest]
+
+    @property
+    def warning(self) -> str | None:
+        """Why the suggestion is not to be trusted, or ``None``: the loss never fell (its
+        minimum is the first step kept), so the suggestion is the smallest rate tried."""
+        if self.lowest > self.kept.start:
+            return None
+        return (f"the loss never fell during the sweep (lowest at the first rate kept, "
+                f"{self.minimum:.2g}), so the suggestion {self.suggestion:.2g} is no better "
+                "than the smallest rate tried; pick a rate by hand, or sweep from a smaller "
+                "start")
 
     @property
     def suggestion(self) -> float:
@@ -67,17 +101,18 @@ class LRFind:
     def steepest(self) -> float:
         """The rate at which the smoothed loss falls fastest (per decade of rate), up to the
         minimum."""
-        end = int(np.nanargmin(self.smoothed)) + 1
-        if end < 3:
-            return self.rates[0]
-        slopes = np.gradient(np.asarray(self.smoothed[:end]), np.log10(self.rates[:end]))
-        return self.rates[int(np.argmin(slopes))]
+        start, end = self.kept.start, self.lowest + 1
+        if end - start < 3:
+            return self.rates[start]
+        slopes = np.gradient(np.asarray(self.smoothed[start:end]),
+                             np.log10(self.rates[start:end]))
+        return self.rates[start + int(np.nanargmin(slopes))]
 
     def summary(self) -> dict:
         """What a run records of its sweep: the suggestion, its rule, the minimum, the steepest
-        descent."""
+        descent, and the :attr:`warning` (``None`` where there is none)."""
         return {"suggestion": self.suggestion, "rule": RULE, "minimum": self.minimum,
-                "steepest": self.steepest}
+                "steepest": self.steepest, "warning": self.warning}
 
     def to_dict(self) -> dict:
         return {**self.summary(), "diverged": self.diverged, "steps": len(self.rates),
@@ -137,6 +172,8 @@ def sweep(model: keras.Model, batches, start: float = START, end: float = END,
 
         raise KzooError("the learning-rate sweep has no finite loss to go by; check the data "
                         "and the model")
+    if found.warning:
+        print(f"kzoo: warning: {found.warning}", flush=True)
     return found
 
 

@@ -15,7 +15,7 @@ from PIL import Image
 import kzoo
 from kzoo.models.registry import load_model
 from kzoo.recipes.zoo import load_recipe
-from kzoo.training.lr_finder import RULE, sweep
+from kzoo.training.lr_finder import RULE, SKIP_END, LRFind, sweep
 
 RECIPE = {**TINY_LENET_RECIPE, "model_options": {},
           "optimizer": {"name": "adam", "learning_rate": 0.003, "schedule": {"name": "cosine"}}}
@@ -41,10 +41,62 @@ def test_the_sweep_grows_the_rate_exponentially_and_stops_when_the_loss_diverges
     rates = np.asarray(found.rates)
     np.testing.assert_allclose(rates[1:] / rates[:-1], (1e4 / 1e-4) ** (1 / 299), rtol=1e-9)
     assert found.diverged and len(rates) < 300  # SGD at 1e3 blows the loss up
-    lowest = int(np.nanargmin(found.smoothed))
+    kept = slice(len(rates) // 10, len(rates) - SKIP_END)  # the ends are left out
+    lowest = kept.start + int(np.nanargmin(found.smoothed[kept]))
     assert found.minimum == rates[lowest] and found.suggestion == pytest.approx(rates[lowest] / 10)
-    assert found.smoothed[lowest] < found.smoothed[0]  # the loss fell before it rose
-    assert found.rates[0] <= found.steepest <= found.minimum
+    assert found.smoothed[lowest] < found.smoothed[kept.start]  # the loss fell before it rose
+    assert rates[kept.start] <= found.steepest <= found.minimum
+    assert found.warning is None and found.summary()["warning"] is None
+
+
+def rates_and_losses(losses):
+    rates = [1e-7 * (1e8) ** (step / 199) for step in range(len(losses))]
+    return LRFind(rates=rates, losses=[float(loss) for loss in losses])
+
+
+def test_the_ends_of_the_curve_are_left_out_of_the_minimum():
+    """A dip in the first tenth (the rates too small to train) and a drop in the last steps
+    (noise before divergence) do not decide the minimum; the valley in between does."""
+    losses = np.full(200, 2.0)
+    losses[:15] = 0.5
+    losses[100:130] = 1.0
+    losses[-3:] = 0.1
+    found = rates_and_losses(losses)
+    assert found.rates[100] <= found.minimum < found.rates[130]
+    assert found.summary()["warning"] is None
+
+
+def test_a_loss_that_only_rises_gives_a_warning(capsys):
+    """After a trained head the loss may only rise: the suggestion then sits at the start of
+    the sweep, and the finder says so, in the summary and in one printed line."""
+    found = rates_and_losses(np.linspace(0.2, 3.0, 200))
+    assert found.minimum == found.rates[20]  # the first step kept: the first tenth is left out
+    assert "the loss never fell" in found.summary()["warning"]
+    assert found.summary()["warning"] == found.warning == found.to_dict()["warning"]
+    assert json.loads(json.dumps(found.to_dict()))["warning"] == found.warning
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 8)).astype("float32")
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+    losses = iter(np.linspace(0.5, 1.5, 200))  # slowly: no divergence
+
+    class RisingLoss(keras.callbacks.Callback):  # the loss a trained head shows, step by step
+        def on_train_batch_end(self, batch, logs=None):
+            logs["loss"] = next(losses)
+
+    original_fit = model.fit
+
+    def fit(*args, callbacks=(), **kwargs):
+        return original_fit(*args, callbacks=[RisingLoss(), *callbacks], **kwargs)
+
+    model.fit = fit
+    batches = [(x[:16], (x[:16, 0] > 0).astype("int64"))] * 200
+    swept = sweep(model, batches, steps=60, start=1e-6, end=1e-5)
+    printed = [line for line in capsys.readouterr().out.splitlines() if "never fell" in line]
+    assert len(printed) == 1 and printed[0].startswith("kzoo: warning:")
+    np.testing.assert_allclose(swept.losses, np.linspace(0.5, 1.5, 200)[:60])
+    assert swept.summary()["warning"] and swept.minimum == swept.rates[6]
 
 
 @pytest.mark.slow
