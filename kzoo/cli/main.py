@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import subprocess
 import sys
-import threading
 
 from kzoo.cli import data, inference, models, training, tune
 from kzoo.cli.flags import Parser
@@ -30,38 +30,79 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_NATIVE_LOG_LINE = re.compile(
-    r"^([IWEF]\d{4} [\d:.]+ +\d+ \S+:\d+\]|WARNING: All log messages before absl)")
+# The native log lines TensorFlow, XLA and absl write at start-up that mean nothing to a user,
+# matched by how their message begins. Every other line (a real error, a fatal "Check failed" before an
+# abort) goes through.
+_NATIVE_NOTICES = (
+    r"oneDNN custom operations are on",
+    r"Could not find cuda drivers on your machine",
+    r"failed call to cuInit",
+    r"Unable to register cu(?:DNN|FFT|BLAS) factory",
+    r"computation placer already registered",
+    r"TF-TRT Warning: Could not find TensorRT",
+    r"NodeDef mentions attribute use_unbounded_threadpool",
+    r"This TensorFlow binary is optimized to use available CPU instructions",
+    r"successful NUMA node read from SysFS",
+    r"Created device /job:",
+    r"Loaded cuDNN version",
+    r"XLA service 0x[0-9a-f]+ initialized",
+    r"StreamExecutor device \(\d+\)",
+    r"Compiled cluster using XLA",
+)
+NATIVE_NOISE = re.compile(
+    r"(?:WARNING: All log messages before absl::InitializeLog\(\) is called"
+    r"|To enable the following instructions: .*rebuild TensorFlow with the appropriate compiler"
+    r"|[IWE]\d{4} [\d:.]+ +\d+ \S+:\d+\] (?:" + "|".join(_NATIVE_NOTICES) + "))")
+
+# Run in a separate process, so that it outlives an abort of the command and still passes on
+# the lines written just before it.
+_FORWARD = """
+import re, sys
+noise, out = re.compile(sys.argv[1]), sys.stdout.buffer
+for line in sys.stdin.buffer:
+    if not noise.match(line.decode("utf-8", "replace")):
+        out.write(line)
+        out.flush()
+"""
+
+
+def is_native_noise(line: str) -> bool:
+    """Whether ``line`` is one of the known start-up notices :class:`NativeLogFilter` drops."""
+    return NATIVE_NOISE.match(line) is not None
 
 
 class NativeLogFilter:
-    """Drops the log lines TensorFlow's C++ code writes straight to the stderr file (start-up
-    notices, and an ``E0000 ... use_unbounded_threadpool`` line that means nothing to a user),
-    which no setting of TensorFlow 2.21 turns off: stderr goes through a pipe, and a thread
-    passes on every other line. :meth:`close` restores stderr and flushes what is left."""
+    """Drops the known start-up notices TensorFlow's C++ code writes straight to the stderr
+    file (oneDNN, CUDA drivers, absl, an ``E0000 ... use_unbounded_threadpool`` line), which no
+    setting of TensorFlow 2.21 turns off: stderr goes through a pipe to a small process that
+    passes on every other line, errors and fatal checks included, even when the command
+    aborts. :meth:`close` restores stderr and waits for what is left to be passed on."""
 
     def __init__(self):
         sys.stderr.flush()
         self.saved = os.dup(2)
         read, write = os.pipe()
+        try:
+            self.forwarder = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", _FORWARD, NATIVE_NOISE.pattern],
+                stdin=read, stdout=self.saved, stderr=self.saved, close_fds=True)
+        except BaseException:
+            os.close(write)
+            os.close(self.saved)
+            raise
+        finally:
+            os.close(read)
         os.dup2(write, 2)
         os.close(write)
-        self.thread = threading.Thread(target=self._forward, args=(read, os.dup(self.saved)),
-                                       daemon=True)
-        self.thread.start()
-
-    @staticmethod
-    def _forward(read: int, write: int) -> None:
-        with os.fdopen(read, "rb") as pipe, os.fdopen(write, "wb", 0) as out:
-            for line in pipe:
-                if not _NATIVE_LOG_LINE.match(line.decode("utf-8", "replace")):
-                    out.write(line)
 
     def close(self) -> None:
         sys.stderr.flush()
-        os.dup2(self.saved, 2)  # the pipe's last writer closes: the thread reads to the end
+        os.dup2(self.saved, 2)  # the pipe's last writer closes: the forwarder reads to the end
         os.close(self.saved)
-        self.thread.join(timeout=5)
+        try:
+            self.forwarder.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # a child process still holds the pipe: let it be
+            pass
 
 
 def _verbose(argv: list[str]) -> bool:
