@@ -29,24 +29,61 @@ def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
     return set()
 
 
-def _gpu_compute_capability() -> tuple[int, int] | None:
-    """The first GPU's CUDA compute capability, or None without a GPU (TensorFlow's view)."""
+def _capability(text) -> tuple[int, int]:
+    """A compute capability, ``"8.6"`` or ``(8, 6)``, as a pair of numbers; (0, 0) where it
+    cannot be read."""
+    try:
+        major, minor = (str(text).split(".") + ["0"])[:2] if isinstance(text, str) else text
+        return int(major), int(minor)
+    except (TypeError, ValueError):
+        return (0, 0)
+
+
+def _gpu_compute_capability(backend: str | None = None) -> tuple[int, int] | None:
+    """The first GPU's CUDA compute capability, or None without a GPU, as the active Keras
+    backend sees it (``backend`` names another): ``jax.devices()`` on JAX, ``tf.config`` on
+    TensorFlow, ``torch.cuda`` on torch. A GPU whose capability is not told gives (0, 0)."""
+    if backend is None:
+        import keras
+
+        backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        try:
+            gpus = jax.devices("gpu")
+        except RuntimeError:  # no GPU platform
+            return None
+        return _capability(getattr(gpus[0], "compute_capability", None)) if gpus else None
+    if backend == "torch":
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        return _capability(torch.cuda.get_device_capability(0))
+    if backend != "tensorflow":
+        return None
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus:
         return None
-    return tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
+    details = tf.config.experimental.get_device_details(gpus[0])
+    return _capability(details.get("compute_capability", (0, 0)))
 
 
 def auto_precision(flags: set[str] | None = None, gpu: tuple[int, int] | None | bool = False) -> str:
-    """What ``auto`` means on this machine: ``mixed_float16`` on a GPU with float16 tensor cores
-    (compute capability 7.0 or more), ``mixed_bfloat16`` on a CPU with native bf16
-    (:data:`BF16_CPU_FLAGS`), ``float32`` otherwise. ``flags`` and ``gpu`` default to this
-    machine's."""
+    """What ``auto`` means on this machine: ``mixed_bfloat16`` on a GPU with bfloat16 tensor
+    cores (compute capability 8.0 or more: same range as float32, no loss scaling),
+    ``mixed_float16`` on one with float16 tensor cores only (7.x), ``mixed_bfloat16`` on a CPU
+    with native bf16 (:data:`BF16_CPU_FLAGS`), ``float32`` otherwise. ``flags`` and ``gpu``
+    (the first GPU's compute capability, ``None`` for none) default to this machine's, as
+    the active Keras backend sees it."""
     if gpu is False:
         gpu = _gpu_compute_capability()
-    if gpu is not None and tuple(gpu) >= (7, 0):
+    if gpu is not None and _capability(gpu) >= (8, 0):
+        return "mixed_bfloat16"
+    if gpu is not None and _capability(gpu) >= (7, 0):
         return "mixed_float16"
     flags = cpu_flags() if flags is None else flags
     if gpu is None and any(flag in flags for flag in BF16_CPU_FLAGS):

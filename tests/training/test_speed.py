@@ -59,8 +59,64 @@ def test_auto_precision_follows_the_hardware():
     assert auto_precision({"avx512f", "avx512_bf16"}, gpu=None) == "mixed_bfloat16"
     assert auto_precision({"amx_bf16"}, gpu=None) == "mixed_bfloat16"
     assert auto_precision({"avx2", "avx512f"}, gpu=None) == "float32"
-    assert auto_precision({"avx512_bf16"}, gpu=(8, 0)) == "mixed_float16"
     assert auto_precision({"avx512_bf16"}, gpu=(6, 1)) == "float32"  # the GPU computes, slowly
+
+
+@pytest.mark.parametrize("capability, policy", [
+    ((7, 0), "mixed_float16"), ((7, 5), "mixed_float16"),  # float16 tensor cores only
+    ((8, 0), "mixed_bfloat16"), ("8.6", "mixed_bfloat16"), ((9, 0), "mixed_bfloat16"),
+    ((6, 1), "float32"), ((0, 0), "float32"),
+])
+def test_auto_precision_prefers_bfloat16_on_gpus_that_have_it(capability, policy):
+    assert auto_precision(set(), gpu=capability) == policy
+    assert auto_precision({"avx512_bf16"}, gpu=capability) == policy  # the GPU decides
+
+
+class FakeGpu:
+    platform = "gpu"
+
+    def __init__(self, capability):
+        self.compute_capability = capability
+
+
+def test_auto_precision_asks_the_active_backend_for_its_gpu(monkeypatch):
+    """On JAX, jax.devices() is asked, never TensorFlow's GPU list; on TensorFlow, tf.config;
+    on torch, torch.cuda."""
+    import sys
+    import types
+
+    import jax
+
+    def tensorflow_asked(*args, **kwargs):
+        raise AssertionError("TensorFlow's device list was read on another backend")
+
+    monkeypatch.setattr(tf.config, "list_physical_devices", tensorflow_asked)
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    monkeypatch.setattr(jax, "devices", lambda backend=None: (
+        [FakeGpu("8.0")] if backend == "gpu" else []))
+    assert auto_precision(set()) == "mixed_bfloat16"
+    monkeypatch.setattr(jax, "devices", lambda backend=None: [FakeGpu("7.5")])
+    assert auto_precision(set()) == "mixed_float16"
+
+    def no_gpu(backend=None):
+        raise RuntimeError("Unknown backend: 'gpu' requested, but no platforms that are "
+                           "instances of gpu are present")
+
+    monkeypatch.setattr(jax, "devices", no_gpu)
+    assert auto_precision({"avx512_bf16"}) == "mixed_bfloat16"  # the CPU's, without a GPU
+    assert auto_precision({"avx2"}) == "float32"
+
+    cuda = types.SimpleNamespace(is_available=lambda: True,
+                                 get_device_capability=lambda index: (8, 9))
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(cuda=cuda))
+    monkeypatch.setattr(keras.backend, "backend", lambda: "torch")
+    assert auto_precision(set()) == "mixed_bfloat16"
+
+    monkeypatch.setattr(keras.backend, "backend", lambda: "tensorflow")
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: ["GPU:0"])
+    monkeypatch.setattr(tf.config.experimental, "get_device_details",
+                        lambda device: {"compute_capability": (7, 0)})
+    assert auto_precision(set()) == "mixed_float16"
 
 
 def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
