@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import inspect
 import math
 import textwrap
@@ -151,14 +152,67 @@ class HelpFormatter(argparse.HelpFormatter):
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, with its errors as one line: ``kzoo: error: ...``, exit status 2."""
+    """argparse, with its errors as one line: ``kzoo: error: ...``, exit status 2; an unknown
+    flag is reported by the command given, with the closest of its flags (``kzoo train:
+    unrecognized arguments: --sed 3; did you mean --seed?``)."""
 
     def __init__(self, *args: Any, **kwargs: Any):
         kwargs.setdefault("formatter_class", HelpFormatter)
+        self.flags: list[str] = []  # the flags shown in the help, as they are added
+        self.commands = None
         super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"kzoo: error: {self.prog}: {message} (see `{self.prog} --help`)\n")
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        return self.remember(super().add_argument(*args, **kwargs))
+
+    def add_argument_group(self, *args: Any, **kwargs: Any):
+        return self.recording(super().add_argument_group(*args, **kwargs))
+
+    def add_mutually_exclusive_group(self, **kwargs: Any):
+        return self.recording(super().add_mutually_exclusive_group(**kwargs))
+
+    def add_subparsers(self, **kwargs: Any):
+        self.commands = super().add_subparsers(**kwargs)
+        return self.commands
+
+    def remember(self, action: argparse.Action) -> argparse.Action:
+        if action.help != argparse.SUPPRESS:  # older spellings are read, not suggested
+            self.flags.extend(action.option_strings)
+        return action
+
+    def recording(self, group):
+        """``group``, its flags remembered as this parser's."""
+        add_argument = group.add_argument
+        group.add_argument = lambda *args, **kwargs: self.remember(add_argument(*args, **kwargs))
+        return group
+
+    def parse_args(self, args=None, namespace=None):
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            choices = self.commands.choices if self.commands is not None else {}
+            command = choices.get(getattr(parsed, "command", None), self)
+            command.error(unrecognized(extras, command.flags))
+        return parsed
+
+
+def unrecognized(extras: list[str], flags: list[str]) -> str:
+    """argparse's "unrecognized arguments" message, with the closest of ``flags`` to each
+    unknown flag among ``extras``."""
+    close = {}
+    for extra in extras:
+        flag = extra.partition("=")[0]
+        if flag.startswith("-"):
+            close.update((flag, match) for match in difflib.get_close_matches(flag, flags, n=1))
+    message = f"unrecognized arguments: {' '.join(extras)}"
+    if len(close) == 1:
+        return f"{message}; did you mean {next(iter(close.values()))}?"
+    if close:
+        return f"{message}; did you mean " + ", ".join(
+            f"{match} for {flag}" for flag, match in close.items()) + "?"
+    return message
 
 
 def add(parser, *flags: str, shown: Default = None, **options: Any) -> argparse.Action:
