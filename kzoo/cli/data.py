@@ -34,7 +34,7 @@ def _audit(args: argparse.Namespace) -> None:
 
     report = audit(args.folder, **given(args, ["image_size", "center_crop"]),
                    progress=not args.quiet)
-    output = Path(args.output)
+    output = audit_output(args.folder, args.output)
     write_json(output, report)
     if args.json:
         print(json.dumps(report, indent=2))
@@ -43,6 +43,17 @@ def _audit(args: argparse.Namespace) -> None:
     for entry in report["duplicates"]["across_splits"][:10]:
         print(f"  duplicate across splits: {'  =  '.join(entry['files'])}")
     print(f"kzoo: audit written to {output}")
+
+
+def audit_output(folder: str, output: str | None) -> Path:
+    """Where ``kzoo audit`` writes audit.json: ``--output`` (a file, or a folder to put it in),
+    else the folder's entry in kzoo's cache, beside its scan."""
+    if output is None:
+        from kzoo.data.manifest import folder_state
+
+        return folder_state(Path(folder).expanduser()) / "audit.json"
+    path = Path(output).expanduser()
+    return path / "audit.json" if path.is_dir() else path
 
 
 def _audit_labels(args: argparse.Namespace) -> None:
@@ -100,7 +111,9 @@ def add_commands(commands) -> None:
     auditing.add_argument("folder", help="train/ val/ test/ folders of class folders, or class folders")
     add_image_size(auditing, lambda: _audit_default("image_size"))
     add_fields(auditing, ["center_crop"], lambda: {"center_crop": _audit_default("center_crop")})
-    add_output(auditing, None, default="audit.json")
+    add_output(auditing, "audit.json in the folder's entry of kzoo's cache, "
+               "$KZOO_CACHE_DIR/folders/ID/ (~/.cache/kzoo unless set); the path is printed",
+               metavar="PATH|DIR")
     add_json(auditing)
     labels = auditing.add_argument_group(
         "likely label errors (--labels)", "k-fold cross-validation of a linear head on a "
