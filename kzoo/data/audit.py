@@ -7,6 +7,7 @@ import statistics
 from collections import Counter, defaultdict
 from typing import Any
 
+from kzoo.data.carve import SMALL_CLASS, carve_validation
 from kzoo.data.manifest import FileRecord
 from kzoo.data.scan import FolderScan, scan_folder
 from kzoo.data.store import Framing
@@ -15,26 +16,30 @@ from kzoo.data.store import Framing
 
 
 def audit(folder: str | os.PathLike, *, image_size: int = 224,
-          center_crop: float | None = 0.875, progress: bool = False) -> dict[str, Any]:
+          center_crop: float | None = 0.875, progress: bool = False,
+          validation_split: float | None = None, seed: int = 0) -> dict[str, Any]:
     """Audit a folder of images (one folder per class, optionally under ``train/``, ``val/``,
     ``test/``): counts per class and split, the imbalance ratio, skipped files with reasons,
     exact duplicates (within a split, and across splits: leakage), image sizes and modes. The
     folder is scanned once (and cached) at ``image_size`` and ``center_crop``, as
-    ``kzoo audit`` and fine-tuning scan it.
+    ``kzoo audit`` and fine-tuning scan it. With ``validation_split`` (and ``seed``), a folder
+    without ``val/`` is audited with the validation split that training carves from it.
 
     >>> report = kzoo.audit("photos/")
     >>> report["duplicates"]["across_splits"]
     """
     side = int(image_size)
-    return audit_scan(scan_folder(folder, Framing((side, side), 3, center_crop),
-                                  progress=progress))
+    scan = scan_folder(folder, Framing((side, side), 3, center_crop), progress=progress)
+    if validation_split is not None and "validation" not in scan.parts:
+        scan = carve_validation(scan, validation_split, seed)
+    return audit_scan(scan)
 
 
 def audit_scan(scan: FolderScan) -> dict[str, Any]:
     """The audit of a folder already scanned (:func:`audit`): counts per class and split, the imbalance ratio, skipped files with reasons, exact
     duplicates (within a split, and across splits: leakage), image sizes and modes."""
     ok = [r for r in scan.records if r.status == "ok"]
-    counts: dict[str, dict[str, int]] = {}
+    counts = {split: dict.fromkeys(scan.class_names, 0) for split in scan.parts}
     for record in ok:
         counts.setdefault(record.split, dict.fromkeys(scan.class_names, 0))[record.label] += 1
     train = [v for v in counts.get("train", {}).values()]
@@ -63,6 +68,10 @@ def audit_scan(scan: FolderScan) -> dict[str, Any]:
         "class_names": scan.class_names,
         "splits": {split: {"images": sum(c.values()), "per_class": c} for split, c in counts.items()},
         "test_split": "test" in scan.parts,
+        "validation_carved": scan.carved,
+        "small_classes": {split: {name: n for name, n in c.items() if n < SMALL_CLASS}
+                          for split, c in counts.items()
+                          if any(n < SMALL_CLASS for n in c.values())},
         "imbalance_ratio": round(imbalance, 3) if imbalance else None,
         "skipped": [{"path": r.path, "reason": r.reason} for r in scan.records if r.status != "ok"],
         "duplicates": {"within_split": within, "across_splits": across,
@@ -78,10 +87,19 @@ def audit_warnings(report: dict[str, Any]) -> list[str]:
     """The audit's findings worth a warning, each with its numbers."""
     warnings = []
     for split, count in sorted(report["duplicates"]["leaked_images"].items()):
-        folder = {"validation": "val", "test": "test"}.get(split, split)
-        warnings.append(f"{count} image{'s' if count != 1 else ''} of {folder}/ "
-                        f"{'are' if count != 1 else 'is'} byte-identical to images of train/ "
+        carved = split == "validation" and report.get("validation_carved")
+        where = ("the validation split carved from the training images" if carved
+                 else {"validation": "val/", "test": "test/"}.get(split, split))
+        warnings.append(f"{count} image{'s' if count != 1 else ''} of {where} "
+                        f"{'are' if count != 1 else 'is'} byte-identical to "
+                        f"{'other training images' if carved else 'images of train/'} "
                         "(listed in audit.json)")
+    small = report.get("small_classes") or {}
+    if small:
+        listed = "; ".join(f"{split}: " + ", ".join(f"{name} {n}" for name, n in c.items())
+                           for split, c in small.items())
+        warnings.append(f"classes with fewer than {SMALL_CLASS} images in a split, whose "
+                        f"figures there mean little ({listed}); add images")
     within = report["duplicates"]["within_split"]
     if within:
         extra = sum(len(entry["files"]) - 1 for entry in within)

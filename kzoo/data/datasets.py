@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from kzoo.data.carve import carve_validation
 from kzoo.data.images import IMAGE_EXTENSIONS, Skipped  # noqa: F401  (IMAGE_EXTENSIONS: re-exported)
 from kzoo.data.locations import cache_dir
 from kzoo.data.pipeline import Examples
@@ -270,19 +271,17 @@ def image_folder(
     :mod:`kzoo.data.scan`: scanned once, decoded once, streamed when large).
 
     The tree holds ``train/`` with ``val/`` (or ``validation/``) and/or ``test/``, or the class
-    folders directly; without a validation folder a seeded ``validation_split`` of the training
-    images is held out. Without a test folder there is no test split. Files that are not images
+    folders directly; without a validation folder a ``validation_split`` of each class's
+    training images is held out, chosen by content hash and ``seed``
+    (:func:`kzoo.data.carve.held_out`: stable as files are added). Without a test folder there is no test split. Files that are not images
     or do not decode are left out and listed in ``Splits.skipped``; ``center_crop`` frames the
     images as :func:`kzoo.data.images.crop_box` says.
     """
     framing = Framing(tuple(int(s) for s in image_size), channels, center_crop)
     scan = scan_folder(folder, framing, progress=progress)
+    if "validation" not in scan.parts:
+        scan = carve_validation(scan, validation_split, seed)
     examples = {key: Examples.from_scan(part) for key, part in scan.parts.items()}
-    if "validation" not in examples:
-        train = scan.parts["train"]  # carve in listing order, so the split never depends on the cache
-        keep, held = _split_indices(len(train.labels), validation_split, seed)
-        whole = Examples(train.store.rows, train.rows, train.labels, train.paths)
-        examples["train"], examples["validation"] = whole.subset(keep), whole.subset(held)
     ordered = {key: examples[key] for key in ("train", "validation", "test") if key in examples}
     return Splits(ordered, scan.class_names, skipped=scan.skipped, scan=scan)
 

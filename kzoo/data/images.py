@@ -37,8 +37,20 @@ IMAGE_EXTENSIONS = (
     ".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff",
     ".ppm", ".pgm", ".pbm",
 )
+# Raise when a change to the decoding, framing (crop, resize) or mode conversion below changes
+# the pixels of any file: every image store made before is then left unused, as after a Pillow
+# upgrade (see :func:`decoder_version`).
+DECODE_VERSION = 1
 _HIDDEN_FOLDERS = ("__MACOSX",)
 _WITH_ALPHA = ("RGBA", "LA", "PA", "RGBa", "La")
+
+
+def decoder_version() -> str:
+    """What decides a file's pixels, besides its bytes and the framing: this module's
+    :data:`DECODE_VERSION` and Pillow's version."""
+    import PIL
+
+    return f"kzoo-decode-{DECODE_VERSION}/pillow-{PIL.__version__}"
 
 
 class Skipped(NamedTuple):
@@ -50,6 +62,11 @@ class Skipped(NamedTuple):
 
 class UnreadableImage(KzooError):
     """A file that is not a decodable image; the message says why."""
+
+
+class UnreadableFile(UnreadableImage):
+    """A file whose bytes could not be read (no permission, an I/O error, gone): a fact about
+    this moment, not about the file's content, so it is never remembered between scans."""
 
 
 def _is_hidden(name: str) -> bool:
@@ -162,13 +179,13 @@ def _read_bytes(path: Path) -> bytes:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise UnreadableImage("no such file") from None
+        raise UnreadableFile("no such file") from None
     except PermissionError:
-        raise UnreadableImage("permission denied") from None
+        raise UnreadableFile("permission denied") from None
     except IsADirectoryError:
         raise UnreadableImage("a folder, not a file") from None
     except OSError as error:
-        raise UnreadableImage(f"cannot be read ({error})") from None
+        raise UnreadableFile(f"cannot be read ({error})") from None
     if not data:
         raise UnreadableImage("empty file (0 bytes)")
     return data

@@ -66,6 +66,32 @@ class ArrayRows:
         return self.array[np.asarray(rows, dtype=np.int64)]
 
 
+class JoinedRows:
+    """Rows of several sources one after another, as a :class:`RowSource`: row ``i`` is the
+    ``i``-th of the given rows of the first source, then of the second... Each read goes to the
+    sources themselves, so files stay on disk."""
+
+    def __init__(self, sources: Sequence[Any], rows: Sequence[np.ndarray]):
+        self.sources = list(sources)
+        self.rows = [np.asarray(r, dtype=np.int64) for r in rows]
+        self.starts = np.cumsum([0] + [len(r) for r in self.rows])
+        self.dtype = self.sources[0].dtype
+        self.row_shape = tuple(self.sources[0].row_shape)
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def read(self, rows):
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((len(rows), *self.row_shape), dtype=self.dtype)
+        part = np.searchsorted(self.starts, rows, side="right") - 1
+        for number, source in enumerate(self.sources):
+            mine = np.flatnonzero(part == number)
+            if len(mine):
+                out[mine] = source.read(self.rows[number][rows[mine] - self.starts[number]])
+        return out
+
+
 @dataclass
 class Examples:
     """One split: ``rows`` of ``source`` (ascending, so reads are sequential), their
@@ -116,13 +142,21 @@ class Examples:
                                   [self.paths[i] for i in index] if self.paths else [])
 
     def concatenate(self, other: Examples) -> Examples:
-        """These examples and ``other``'s, loaded into memory if their sources differ."""
+        """These examples and ``other``'s: of one source, its rows; of two sources in memory,
+        one array; otherwise a source that reads each source's rows where they lie (streamed
+        as before, never loaded whole)."""
+        labels, paths = np.r_[self.labels, other.labels], self.paths + other.paths
         if other.source is self.source:
-            return Examples.from_rows(self.source, np.r_[self.rows, other.rows],
-                                      np.r_[self.labels, other.labels], self.paths + other.paths)
-        images = np.concatenate([self.read_all(), other.read_all()])
-        return Examples(ArrayRows(images), np.arange(len(images), dtype=np.int64),
-                        np.r_[self.labels, other.labels], self.paths + other.paths)
+            return Examples.from_rows(self.source, np.r_[self.rows, other.rows], labels, paths)
+        if self.row_shape != other.row_shape or np.dtype(self.source.dtype) != np.dtype(other.source.dtype):
+            raise KzooError(f"cannot join examples of shape {self.row_shape} "
+                            f"({np.dtype(self.source.dtype)}) and {other.row_shape} "
+                            f"({np.dtype(other.source.dtype)}); expected the same shape and type")
+        if self.in_memory and other.in_memory:
+            images = np.concatenate([self.read_all(), other.read_all()])
+            return Examples(ArrayRows(images), np.arange(len(images), dtype=np.int64), labels, paths)
+        source = JoinedRows((self.source, other.source), (self.rows, other.rows))
+        return Examples(source, np.arange(len(source), dtype=np.int64), labels, paths)
 
     def image(self, position: int) -> np.ndarray:
         """The image (row) at ``position``."""

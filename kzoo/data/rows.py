@@ -57,15 +57,25 @@ class RowFile:
         fd = os.open(self.path, os.O_RDONLY)
         try:
             for start, stop in zip(np.r_[0, breaks], np.r_[breaks, len(rows)]):
-                size = (stop - start) * self.row_bytes
-                data = os.pread(fd, size, int(rows[start]) * self.row_bytes)
-                if len(data) != size:
-                    raise KzooError(f"cache file {str(self.path)!r} is shorter than expected; "
-                                    "clear it with `kzoo cache clear` and run again")
-                flat[start:stop] = np.frombuffer(data, np.uint8).reshape(stop - start, -1)
+                _read_fully(fd, flat[start:stop].reshape(-1), int(rows[start]) * self.row_bytes,
+                            self.path)
         finally:
             os.close(fd)
         return out
 
 
 
+
+
+def _read_fully(fd: int, out: np.ndarray, offset: int, path: Path) -> None:
+    """Fill the uint8 array ``out`` from ``fd`` at ``offset``. One ``os.pread`` may return less
+    than asked (on Linux, at most 0x7ffff000 bytes a call), so read until it is full; only a
+    read that returns nothing means the file is shorter than expected."""
+    done, size = 0, len(out)
+    while done < size:
+        data = os.pread(fd, min(size - done, 1 << 30), offset + done)
+        if not data:
+            raise KzooError(f"cache file {str(path)!r} is shorter than expected; "
+                            "clear it with `kzoo cache clear` and run again")
+        out[done:done + len(data)] = np.frombuffer(data, np.uint8)
+        done += len(data)

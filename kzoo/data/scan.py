@@ -20,6 +20,7 @@ import numpy as np
 from kzoo.data.images import (
     IMAGE_EXTENSIONS,
     Skipped,
+    UnreadableFile,
     UnreadableImage,
     class_folders,
     decode_file,
@@ -136,6 +137,7 @@ class FolderScan:
     parts: dict[str, SplitScan]
     records: list[FileRecord]
     stats: ScanStats = field(default_factory=ScanStats)
+    carved: bool = False  # validation carved from train (kzoo.data.carve), not a val/ folder
 
     @property
     def skipped(self) -> list[Skipped]:
@@ -279,8 +281,10 @@ def _build_store(folder, split, files, relative, labels, stats_of, known, class_
             try:
                 return decode_file(files[index], framing.size, framing.channels,
                                    framing.center_crop), None
+            except UnreadableFile as error:  # not the content's fault: tried again next scan
+                return None, (str(error), "")
             except UnreadableImage as error:
-                return None, str(error)
+                return None, (str(error), _unreadable_hash(relative[index], stats_of[index]))
 
         for done, (position, (result, reason)) in enumerate(_bounded_map(inspect, todo,
                                                                            decode_workers()), 1):
@@ -289,9 +293,8 @@ def _build_store(folder, split, files, relative, labels, stats_of, known, class_
             record = FileRecord(relative[index], split, class_names[labels[index]],
                                 size=stat.st_size if stat else 0,
                                 mtime_ns=stat.st_mtime_ns if stat else 0)
-            if result is None:
-                record.status, record.reason = "skipped", reason
-                record.sha256 = _unreadable_hash(relative[index], stat)
+            if result is None:  # an empty sha256 is never taken as unchanged (_unchanged)
+                record.status, (record.reason, record.sha256) = "skipped", reason
                 failed += 1
             else:
                 rows.write(index, result.pixels)
@@ -366,7 +369,9 @@ def scan_folder(
         records += more
         scanned = {record.path for record in records}
         write_manifest(folder, records + [r for p, r in manifest.items() if p not in scanned])
-        _check_classes(split_dir, class_names, parts[split].labels, more)
+        # a val/ or test/ without some class's folder has no images of it (the audit warns)
+        required = None if split == "train" else [n for n in class_names if (split_dir / n).is_dir()]
+        _check_classes(split_dir, class_names, parts[split].labels, more, required)
     return FolderScan(folder, framing, class_names, parts, records, stats)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kzoo.data.images import decoder_version
 from kzoo.data.locations import cache_dir
 from kzoo.data.manifest import folder_state
 from kzoo.data.rows import RowFile
@@ -41,8 +42,17 @@ class Framing:
 # --- image stores -----------------------------------------------------------------------------
 
 
+STORE_FORMAT = 1  # the layout of a store on disk (index.json, pixels.u8)
+
+
+def store_version() -> str:
+    """The store format and the decoder: a change to either makes new stores."""
+    return f"store-{STORE_FORMAT}/{decoder_version()}"
+
+
 def store_key(framing: Framing, hashes: Sequence[str]) -> str:
-    digest = hashlib.sha256(framing.name.encode())
+    """A store's name: its format, decoder, framing and files' content hashes."""
+    digest = hashlib.sha256(f"{store_version()}\n{framing.name}\n".encode())
     for value in hashes:
         digest.update(value.encode() + b"\n")
     return digest.hexdigest()[:32]
@@ -57,6 +67,7 @@ class ImageStore:
     framing: Framing
     hashes: list[str]
     ok: np.ndarray  # bool per row
+    version: str = ""  # store_version() of the code that wrote it
 
     @property
     def rows(self) -> RowFile:
@@ -69,7 +80,8 @@ class ImageStore:
             index = json.loads((path / "index.json").read_text())
             framing = Framing(tuple(index["framing"]["size"]), index["framing"]["channels"],
                               index["framing"]["center_crop"])
-            store = cls(path, framing, list(index["sha256"]), np.asarray(index["ok"], dtype=bool))
+            store = cls(path, framing, list(index["sha256"]), np.asarray(index["ok"], dtype=bool),
+                        str(index.get("version", "")))
             if (path / "pixels.u8").stat().st_size != store.rows.row_bytes * len(store.hashes):
                 return None
             return store
@@ -77,7 +89,9 @@ class ImageStore:
             return None
 
     def write_index(self) -> None:
-        index = {"framing": dataclasses.asdict(self.framing), "sha256": self.hashes,
+        self.version = self.version or store_version()
+        index = {"framing": dataclasses.asdict(self.framing), "version": self.version,
+                 "sha256": self.hashes,
                  "ok": self.ok.tolist(), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
         (self.path / "index.json").write_text(json.dumps(index))
 
@@ -88,8 +102,11 @@ def store_keys(state: Path) -> dict[str, str]:
 
 
 def previous_store(folder: Path, split: str, framing: Framing) -> ImageStore | None:
+    """The folder's last store of ``split`` at ``framing``, to copy unchanged rows from; only
+    one written by this store format and decoder (older pixels are never reused)."""
     key = store_keys(folder_state(folder)).get(f"{split}/{framing.name}")
-    return ImageStore.open(cache_dir() / "images" / key) if key else None
+    store = ImageStore.open(cache_dir() / "images" / key) if key else None
+    return store if store is not None and store.version == store_version() else None
 
 
 def remember_store(folder: Path, split: str, framing: Framing, key: str) -> None:

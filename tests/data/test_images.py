@@ -108,7 +108,7 @@ def test_flat_folder_gets_a_seeded_validation_split(tmp_path):
     first = image_folder(tmp_path, (16, 16), validation_split=0.25, seed=3).examples
     again = image_folder(tmp_path, (16, 16), validation_split=0.25, seed=3).examples
     other = image_folder(tmp_path, (16, 16), validation_split=0.25, seed=4).examples
-    assert len(first["validation"].paths) == 5 and len(first["train"].paths) == 15
+    assert len(first["validation"].paths) == 6 and len(first["train"].paths) == 14  # 3 a class
     assert first["validation"].paths == again["validation"].paths
     assert first["validation"].paths != other["validation"].paths
     assert not set(first["validation"].paths) & set(first["train"].paths)
