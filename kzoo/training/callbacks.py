@@ -75,7 +75,9 @@ class Lookahead(keras.callbacks.Callback):
     where the weights are set to the average one last time.
 
     Batch norm's moving statistics are averaged with the weights. Works with any
-    ``steps_per_execution``: it counts the optimizer's steps.
+    ``steps_per_execution``: it counts the optimizer's steps. The average is part of a resumable
+    run's state: :class:`kzoo.training.checkpoints.EpochCheckpoints` saves it (:meth:`get_state`)
+    and puts it back (:meth:`set_state`) before training goes on.
     """
 
     def __init__(self, total_steps: int, every: int = 5, decay: float = 0.95):
@@ -83,12 +85,28 @@ class Lookahead(keras.callbacks.Callback):
         self.total_steps, self.every, self.decay = max(1, int(total_steps)), int(every), decay
         self.average: list | None = None
         self.updates_done = 0
+        self._restored: list | None = None
 
-    def _variables(self):
-        return [v for v in self.model.weights if "float" in str(v.dtype)]
+    def _variables(self, model=None):
+        return [v for v in (model or self.model).weights if "float" in str(v.dtype)]
+
+    def get_state(self) -> list[np.ndarray] | None:
+        """The average, for a checkpoint; ``None`` before training has begun."""
+        return None if self.average is None else [np.array(value) for value in self.average]
+
+    def set_state(self, model: keras.Model, values: list[np.ndarray]) -> None:
+        """Continue from an average a checkpoint of ``model`` holds, instead of starting it
+        from the weights; ``ValueError`` where it does not fit the model."""
+        shapes = [tuple(variable.shape) for variable in self._variables(model)]
+        if [tuple(np.shape(value)) for value in values] != shapes:
+            raise ValueError("the checkpoint's Lookahead average does not fit the model")
+        self._restored = [np.array(value) for value in values]
 
     def on_train_begin(self, logs=None):
-        self.average = [keras.ops.convert_to_numpy(v.value) for v in self._variables()]
+        if self._restored is not None:  # a resumed run: the average goes on where it stopped
+            self.average, self._restored = self._restored, None
+        else:
+            self.average = [keras.ops.convert_to_numpy(v.value) for v in self._variables()]
         self.updates_done = int(self.model.optimizer.iterations.numpy()) // self.every
 
     def _update(self, decay: float) -> None:

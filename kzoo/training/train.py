@@ -182,7 +182,10 @@ def run_training(run: Run, verbose: str | int = "auto", *, train_on_validation: 
     adapt_to_data(model, train_examples, recipe.seed)
     steps_per_execution = distributed.steps_per_execution(steps_per_execution_for(
         recipe.steps_per_execution, model, recipe.batch_size, steps_per_epoch))
-    checkpoints = EpochCheckpoints(run_dir / "backup")
+    lookahead = (Lookahead(steps_per_epoch * recipe.epochs, every=recipe.lookahead)
+                 if recipe.lookahead else None)
+    checkpoints = EpochCheckpoints(run_dir / "backup",  # Lookahead's average resumes too
+                                   states={"lookahead": lookahead} if lookahead else None)
     with distributed.scope():
         model = distributed.replicate(model, lambda: build_for(recipe, splits))
         model.compile(
@@ -212,8 +215,7 @@ def run_training(run: Run, verbose: str | int = "auto", *, train_on_validation: 
     ]
     callbacks = [
         *([FreezeAfter(recipe.freeze_after)] if recipe.freeze_after else []),
-        *([Lookahead(steps_per_epoch * recipe.epochs, every=recipe.lookahead)]
-          if recipe.lookahead else []),
+        *([lookahead] if lookahead else []),
         keras.callbacks.TerminateOnNaN(),
         *(writers if chief else []),
     ]

@@ -64,3 +64,39 @@ def test_a_damaged_newest_checkpoint_gives_way_to_the_one_before(tmp_path, capsy
 
 def test_no_checkpoint_means_epoch_zero(tmp_path):
     assert EpochCheckpoints(tmp_path / "none").restore(small_model()) == 0
+
+
+class Average:
+    """A callback's own state, as Lookahead keeps its average of the weights."""
+
+    def __init__(self, values=None):
+        self.values, self.restored = values, None
+
+    def get_state(self):
+        return self.values
+
+    def set_state(self, model, values):
+        if len(values) != len(model.weights):
+            raise ValueError("the average does not fit the model")
+        self.restored = [np.array(value) for value in values]
+
+
+def test_a_callbacks_state_is_saved_and_restored_with_the_weights(tmp_path):
+    model = small_model()
+    average = [np.full(np.shape(w), 0.5 + index, "float32") for index, w in
+               enumerate(model.weights)]
+    EpochCheckpoints(tmp_path / "backup", states={"lookahead": Average(average)}).save(model, 1)
+    assert (tmp_path / "backup" / "epoch-0001.states.npz").is_file()
+    assert not list((tmp_path / "backup").glob(".partial-*"))
+    back = Average()
+    assert EpochCheckpoints(tmp_path / "backup", states={"lookahead": back}).restore(
+        small_model(seed=3)) == 1
+    assert all(np.array_equal(a, b) for a, b in zip(average, back.restored, strict=True))
+
+
+def test_a_checkpoint_without_the_state_a_run_needs_is_passed_over(tmp_path, capsys):
+    model = small_model()
+    EpochCheckpoints(tmp_path / "backup").save(model, 1)  # saved without the average
+    back = Average()
+    assert EpochCheckpoints(tmp_path / "backup", states={"lookahead": back}).restore(model) == 0
+    assert "holds no state of lookahead" in capsys.readouterr().out and back.restored is None

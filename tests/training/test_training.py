@@ -16,6 +16,7 @@ import yaml
 from conftest import write_mnist_npz
 
 import kzoo
+import kzoo.training.checkpoints
 import kzoo.training.train
 
 RECIPE = {
@@ -252,3 +253,47 @@ def test_logic_gate_recipes_reach_full_accuracy(recipe, tmp_path):
     assert result.metrics["test_accuracy"] == 1.0
     assert result.metrics["epochs_run"] == kzoo.load_recipe(recipe).epochs
     assert np.asarray(result.metrics["confusion_matrix"]).trace() == 4
+
+
+# --- resuming --------------------------------------------------------------------------------
+
+
+class Stopped(Exception):
+    """The run stops here, as a killed one would, after its checkpoint is written."""
+
+
+@pytest.mark.slow
+def test_a_stopped_and_resumed_lookahead_run_is_the_uninterrupted_run(data_dir, tmp_path,
+                                                                       monkeypatch):
+    """Lookahead's average of the weights is part of what a run resumes from: 270 training
+    digits make 9 steps an epoch, so the run stops after step 18, between two updates of the
+    average (every 4 steps: 16 and 20), with weights that are not the average. One step per
+    execution: the average is updated after each step, as on a model too big to run several."""
+    recipe = write_recipe(tmp_path, model_options={"dropout": 0.2}, epochs=3, lookahead=4,
+                          steps_per_execution=1)
+    whole = kzoo.train(recipe, data_dir=data_dir, run_dir=tmp_path / "whole", verbose=0)
+
+    saving = kzoo.training.checkpoints.EpochCheckpoints.on_epoch_end
+
+    def stop_after_epoch_two(self, epoch, logs=None):
+        saving(self, epoch, logs)
+        if epoch + 1 == 2:
+            raise Stopped
+
+    with monkeypatch.context() as patch:
+        patch.setattr(kzoo.training.checkpoints.EpochCheckpoints, "on_epoch_end",
+                      stop_after_epoch_two)
+        with pytest.raises(Stopped):
+            kzoo.train(recipe, data_dir=data_dir, run_dir=tmp_path / "cut", verbose=0)
+    assert len(read_history(tmp_path / "cut" / "history.csv")) == 2
+    assert sorted(path.name for path in (tmp_path / "cut" / "backup").glob("*.npz")) == [
+        "epoch-0001.states.npz", "epoch-0002.states.npz"]
+
+    resumed = kzoo.train(recipe, data_dir=data_dir, run_dir=tmp_path / "cut", resume=True,
+                         verbose=0)
+    assert resumed.history == whole.history
+    assert (tmp_path / "cut" / "history.csv").read_text() == (
+        tmp_path / "whole" / "history.csv").read_text()
+    for first, second in zip(resumed.model.get_weights(), whole.model.get_weights(), strict=True):
+        np.testing.assert_array_equal(first, second)
+    assert resumed.metrics["test_loss"] == whole.metrics["test_loss"]
