@@ -13,6 +13,7 @@ from messy_images import class_image, make_clean_folder
 
 from kzoo.data.audit import audit, audit_scan, audit_warnings, format_audit
 from kzoo.data.datasets import image_folder
+from kzoo.errors import KzooError
 
 EIGHT = tuple(f"class{index}" for index in range(8))
 
@@ -100,3 +101,17 @@ def test_val_without_one_of_trains_classes_is_accepted_with_a_warning(tmp_path):
     assert report["small_classes"] == {"validation": {"c": 0}}
     assert any("validation: c 0" in w for w in audit_warnings(report))
     assert "val/c" not in format_audit(report)
+
+
+def test_a_class_of_one_image_stays_in_train_and_too_few_images_is_one_line(tmp_path):
+    folder = make_clean_folder(tmp_path / "imgs", classes=("ants", "bees"), per_class=6)
+    for path in sorted((folder / "bees").iterdir())[1:]:
+        path.unlink()
+    splits = _splits(folder)
+    assert _per_class(splits, "validation") == {"ants": 1}
+    assert _per_class(splits, "train") == {"ants": 5, "bees": 1}
+    for path in sorted((folder / "ants").iterdir())[1:]:
+        path.unlink()
+    with pytest.raises(KzooError, match=r"the 2 training images of .* are too few to carve a "
+                                        r"validation split .*add images, or a val/ folder"):
+        _splits(folder)
