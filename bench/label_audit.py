@@ -13,7 +13,10 @@ A seeded 5 % of the images are moved into another class's folder (a random other
 audit uses MobileNetV2 1.0 with the ImageNet weights in ``DATA_DIR/weights/``
 (``mobilenet_v2_1.0_224_dequantized_no_top.h5``) at 224 px, 5 folds. Reported: precision and
 recall of the top N flagged images, N = the number flipped (the aim: precision >=
-0.8 there), and of the whole flagged set, with the suggested label's accuracy on the flips.
+0.8 there), and of the whole flagged set, with the suggested label's accuracy on the flips:
+for the audit's default filter and ranking (from ``label_issues.csv``), and under ``filters``
+for every filter and ranking of :mod:`kzoo.analysis.labels`, each computed from the same
+out-of-fold probabilities (the run's ``out_of_fold.npz``).
 
 Results: bench/results/label_audit.json.
 """
@@ -96,6 +99,24 @@ def score(rows: list[dict], flips: dict[str, tuple[str, str]]) -> dict:
     }
 
 
+def every_filter(run_dir: Path, flips: dict[str, tuple[str, str]]) -> dict:
+    """The score of each filter and ranking on the audit's own out-of-fold probabilities."""
+    from kzoo.analysis.labels import FILTERS, RANKINGS, confident_learning
+
+    saved = np.load(run_dir / "out_of_fold.npz")
+    names = saved["class_names"].tolist()
+    paths = saved["paths"].tolist()
+    scores = {}
+    for filter_by in FILTERS:
+        for rank_by in RANKINGS:
+            order, suggested, _, _ = confident_learning(
+                saved["probabilities"].astype("float64"), saved["labels"], filter_by, rank_by)
+            rows = [{"file": paths[index], "suggested_label": names[better]}
+                    for index, better in zip(order, suggested)]
+            scores[f"{filter_by}, {rank_by}"] = score(rows, flips)
+    return scores
+
+
 def audit(folder: Path, data_dir: Path, run_dir: Path) -> tuple[list[dict], dict, float]:
     started = time.perf_counter()
     command = [sys.executable, "-m", "kzoo", "audit", str(folder), "--labels", "--backbone",
@@ -130,13 +151,15 @@ def main() -> None:
             rows, summary, seconds = audit(folder, data_dir, Path(scratch) / f"{name}-run")
             results[name] = {**score(rows, flips), "images": summary["images"],
                              "cross_validated_accuracy": summary["cross_validated_accuracy"],
-                             "seconds": round(seconds, 1)}
-            print(name, json.dumps(results[name]), flush=True)
+                             "seconds": round(seconds, 1),
+                             "filters": every_filter(Path(scratch) / f"{name}-run", flips)}
+            print(name, json.dumps(results[name], indent=1), flush=True)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({
         "command": "python bench/label_audit.py " + " ".join(sys.argv[1:]),
         "fraction_flipped": FRACTION, "seed": args.seed, "backbone": "mobilenet_v2 1.0",
-        "weights": WEIGHTS, "folds": 5, "results": results}, indent=2) + "\n")
+        "weights": WEIGHTS, "folds": 5, "filter_by": summary["filter_by"],
+        "rank_by": summary["rank_by"], "results": results}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

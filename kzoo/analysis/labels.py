@@ -8,12 +8,20 @@ predictions.
    features of k - 1 folds predicts the k-th, so every image gets probabilities from a model
    that never saw its label.
 3. Each class j gets a threshold t_j, the mean predicted probability of j over the images
-   labelled j (the model's self-confidence in that class). Of the classes k whose
-   probability reaches t_k, the most probable is the image's confident class. An image whose
-   confident class is not its label lies off the diagonal of the confident joint: a likely
-   label error, with the confident class as the suggested label.
-4. The flagged images are ranked by the normalized margin p(suggested) - p(given): how
-   confidently the out-of-fold model disagrees with the label.
+   labelled j (the model's self-confidence in that class). An image's confident class is the
+   class whose probability reaches its threshold (the most probable, if several do). Counting
+   the images by given label and confident class makes the confident joint, each row rescaled
+   to its class's number of images: its off-diagonal count in row c estimates how many images
+   labelled c are wrong.
+4. A filter picks the likely errors (:data:`FILTERS`, as in cleanlab's ``filter.py``). By
+   default, ``prune_by_class``: in each class c, the images with the lowest p(c), as many as
+   row c's off-diagonal count. ``prune_by_noise_rate`` takes, per off-diagonal cell (c, j),
+   the images labelled c with the largest p(j) - p(c); ``both`` the images both pick;
+   ``confident_learning`` the images off the diagonal. An image whose most probable class is
+   its label is never flagged; the suggested label is the most probable class.
+5. The flagged images are ranked by self-confidence: the lowest p(given) first (the CSV's
+   confidence is 1 - p(given)), or by ``rank_by="normalized_margin"``, p(suggested) - p(given).
+   The defaults are the best of these on ``bench/label_audit.py``.
 
 >>> audit = find_label_issues("photos/", backbone="mobilenet_v2", weights="imagenet")
 >>> audit.issues[0]          # the most confident disagreement
@@ -46,7 +54,7 @@ class LabelIssue:
     split: str
     given: str
     suggested: str
-    confidence: float  # p(suggested) - p(given), out of fold
+    confidence: float  # that the label is wrong: 1 - p(given), out of fold (by default)
     given_probability: float
     suggested_probability: float
 
@@ -116,22 +124,135 @@ def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, num_clas
     return probabilities
 
 
-def confident_learning(probabilities: np.ndarray, labels: np.ndarray,
-                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The likely label errors (indices, most confident first), their suggested labels and
-    margins, and the per-class thresholds; see the module doc."""
+FILTERS = ("prune_by_class", "prune_by_noise_rate", "both", "confident_learning")
+RANKINGS = ("self_confidence", "normalized_margin")
+DEFAULT_FILTER = "prune_by_class"
+DEFAULT_RANKING = "self_confidence"
+
+
+def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise KzooError(f"{what} {value!r} is not one of {', '.join(choices)}; pick one of those")
+
+
+def confident_thresholds(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Each class's threshold: the mean probability of the class over the images labelled with
+    it (1.0 for a class no image is labelled with)."""
+    return np.array([probabilities[labels == j, j].mean() if np.any(labels == j) else 1.0
+                     for j in range(probabilities.shape[1])])
+
+
+def _round_rows(matrix: np.ndarray, totals: np.ndarray) -> np.ndarray:
+    """``matrix`` rounded to integers, each row summing to its (integer) total: the
+    remainders go to the largest fractional parts."""
+    floors = np.floor(matrix).astype(np.int64)
+    for row, total in enumerate(totals.astype(np.int64)):
+        short = int(total - floors[row].sum())
+        if short > 0:
+            floors[row, np.argsort(floors[row] - matrix[row], kind="stable")[:short]] += 1
+    return floors
+
+
+def confident_joint(probabilities: np.ndarray, labels: np.ndarray,
+                    thresholds: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The calibrated confident joint (``[given, true]`` counts, each row summing to the
+    number of images given that label) and the indices of the images off its diagonal.
+
+    An image's confident class is the class whose probability reaches its threshold, or the
+    most probable class when several do; images with none are left out, then each row is
+    rescaled to its label's count."""
     num_classes = probabilities.shape[1]
-    thresholds = np.array([probabilities[labels == j, j].mean() if np.any(labels == j) else 1.0
-                           for j in range(num_classes)])
-    reaching = probabilities >= thresholds[None, :] - 1e-12
-    masked = np.where(reaching, probabilities, -1.0)
-    confident = masked.argmax(axis=1)
-    has_confident = reaching.any(axis=1)
-    flagged = np.flatnonzero(has_confident & (confident != labels))
-    rows = np.arange(len(labels))
-    margins = probabilities[rows, confident] - probabilities[rows, labels]
-    order = flagged[np.argsort(-margins[flagged], kind="stable")]
-    return order, confident[order], margins[order], thresholds
+    if thresholds is None:
+        thresholds = confident_thresholds(probabilities, labels)
+    reaching = probabilities >= thresholds[None, :] - 1e-6
+    count = reaching.sum(axis=1)
+    confident = np.where(count > 1, probabilities.argmax(axis=1), reaching.argmax(axis=1))
+    counted = count > 0
+    joint = np.zeros((num_classes, num_classes))
+    np.add.at(joint, (labels[counted], confident[counted]), 1)
+    np.fill_diagonal(joint, np.maximum(joint.diagonal(), 1))
+    label_counts = np.bincount(labels, minlength=num_classes)
+    calibrated = joint / joint.sum(axis=1, keepdims=True) * label_counts[:, None]
+    off_diagonal = np.flatnonzero(counted & (confident != labels))
+    return _round_rows(calibrated, label_counts), off_diagonal
+
+
+def _prune_by_class(probabilities: np.ndarray, labels: np.ndarray,
+                    joint: np.ndarray) -> np.ndarray:
+    """For each given class c, its ``n_c`` images of lowest self-confidence p(c), ``n_c`` the
+    off-diagonal count of row c of the confident joint."""
+    mask = np.zeros(len(labels), dtype=bool)
+    for label in range(joint.shape[0]):
+        members = np.flatnonzero(labels == label)
+        wrong = int(joint[label].sum() - joint[label, label])
+        if len(members) > 1 and wrong > 0:
+            lowest = np.argsort(probabilities[members, label], kind="stable")[:wrong]
+            mask[members[lowest]] = True
+    return mask
+
+
+def _prune_by_noise_rate(probabilities: np.ndarray, labels: np.ndarray,
+                         joint: np.ndarray) -> np.ndarray:
+    """For each off-diagonal cell (given c, true j) of the confident joint, its count of the
+    images labelled c with the largest margin p(j) - p(c)."""
+    mask = np.zeros(len(labels), dtype=bool)
+    for label in range(joint.shape[0]):
+        members = np.flatnonzero(labels == label)
+        if len(members) <= 1:
+            continue
+        for true in range(joint.shape[1]):
+            count = int(joint[label, true])
+            if true != label and count > 0:
+                margin = probabilities[members, true] - probabilities[members, label]
+                mask[members[np.argsort(-margin, kind="stable")[:count]]] = True
+    return mask
+
+
+def label_issue_mask(probabilities: np.ndarray, labels: np.ndarray,
+                     filter_by: str = DEFAULT_FILTER) -> np.ndarray:
+    """Which images are likely label errors, by one of confident learning's filters
+    (:data:`FILTERS`). An image whose most probable class is its label is never one."""
+    _check_choice("label filter", filter_by, FILTERS)
+    joint, off_diagonal = confident_joint(probabilities, labels)
+    if filter_by == "confident_learning":
+        mask = np.zeros(len(labels), dtype=bool)
+        mask[off_diagonal] = True
+    elif filter_by == "prune_by_class":
+        mask = _prune_by_class(probabilities, labels, joint)
+    elif filter_by == "prune_by_noise_rate":
+        mask = _prune_by_noise_rate(probabilities, labels, joint)
+    else:
+        mask = (_prune_by_class(probabilities, labels, joint)
+                & _prune_by_noise_rate(probabilities, labels, joint))
+    return mask & (probabilities.argmax(axis=1) != labels)
+
+
+def issue_scores(indices: np.ndarray, probabilities: np.ndarray, labels: np.ndarray,
+                 rank_by: str = DEFAULT_RANKING) -> np.ndarray:
+    """How sure the model is that each of ``indices`` is mislabelled, by ``rank_by``:
+    1 - p(label) (``self_confidence``), or the largest other probability - p(label)
+    (``normalized_margin``)."""
+    _check_choice("label ranking", rank_by, RANKINGS)
+    given = probabilities[indices, labels[indices]]
+    if rank_by == "self_confidence":
+        return 1.0 - given
+    others = probabilities[indices].copy()
+    others[np.arange(len(indices)), labels[indices]] = -np.inf
+    return others.max(axis=1) - given
+
+
+def confident_learning(probabilities: np.ndarray, labels: np.ndarray,
+                       filter_by: str = DEFAULT_FILTER, rank_by: str = DEFAULT_RANKING,
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The likely label errors (indices, likeliest first by ``rank_by``), their suggested
+    labels (the most probable class), their :func:`issue_scores` and the per-class
+    thresholds."""
+    thresholds = confident_thresholds(probabilities, labels)
+    flagged = np.flatnonzero(label_issue_mask(probabilities, labels, filter_by))
+    scores = issue_scores(flagged, probabilities, labels, rank_by)
+    ranked = np.argsort(-scores, kind="stable")
+    order = flagged[ranked]
+    return order, probabilities[order].argmax(axis=1), scores[ranked], thresholds
 
 
 def find_label_issues(
@@ -148,20 +269,26 @@ def find_label_issues(
     data_dir: str | os.PathLike | None = None,
     run_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    filter_by: str = DEFAULT_FILTER,
+    rank_by: str = DEFAULT_RANKING,
 ) -> LabelAudit:
     """Find likely label errors among every labelled image of ``folder`` (all its splits);
-    writes ``label_issues.csv``, ``label_issues.html`` and ``labels.json`` into ``run_dir``
-    (default ``runs/labels-FOLDER-TIME``) and returns them as a :class:`LabelAudit`."""
+    writes ``label_issues.csv``, ``label_issues.html``, ``labels.json`` and the out-of-fold
+    probabilities (``out_of_fold.npz``) into ``run_dir`` (default ``runs/labels-FOLDER-TIME``)
+    and returns them as a :class:`LabelAudit`. ``filter_by`` is one of :data:`FILTERS`,
+    ``rank_by`` one of :data:`RANKINGS`."""
     from kzoo.analysis.features import backbone_features, pooled_features_model
     from kzoo.data.datasets import data_dirs, find_image_folder
     from kzoo.data.locations import scratch_dir
     from kzoo.data.pipeline import Examples
     from kzoo.data.scan import scan_folder
     from kzoo.data.store import Framing
-    from kzoo.files import write_json
+    from kzoo.files import write_atomically, write_json
     from kzoo.models.registry import build, get_spec
     from kzoo.models.weights import search_weights_in
 
+    _check_choice("label filter", filter_by, FILTERS)
+    _check_choice("label ranking", rank_by, RANKINGS)
     folders = data_dirs(data_dir)
     root = find_image_folder(str(folder), folders)
     if not root.is_dir():
@@ -202,29 +329,42 @@ def find_label_issues(
         print(f"kzoo: backbone features of {len(labels)} images in {features_s:.0f}s; "
               f"{folds}-fold cross-validation of a linear head")
     probabilities = out_of_fold_probabilities(features, labels, len(names), folds, seed)
-    order, suggested, margins, thresholds = confident_learning(probabilities, labels)
+    order, suggested, scores, thresholds = confident_learning(probabilities, labels,
+                                                              filter_by, rank_by)
     examples_of = dict(parts)
     issues = []
-    for index, better, margin in zip(order, suggested, margins):
+    for index, better, score in zip(order, suggested, scores):
         split, position = where[index]
         issues.append(LabelIssue(
             examples_of[split].paths[position], split, names[labels[index]], names[better],
-            round(float(margin), 4), round(float(probabilities[index, labels[index]]), 4),
+            round(float(score), 4), round(float(probabilities[index, labels[index]]), 4),
             round(float(probabilities[index, better]), 4)))
     accuracy = float(np.mean(probabilities.argmax(1) == labels))
     audit = LabelAudit(issues, len(labels), names, [round(float(t), 4) for t in thresholds],
                        round(accuracy, 4), run_dir,
                        {"backbone": backbone, "folds": folds, "seed": seed,
                         "image_size": image_size, "features_s": round(features_s, 1),
+                        "filter_by": filter_by, "rank_by": rank_by,
                         "folder": str(root)})
     run_dir.mkdir(parents=True, exist_ok=True)
     write_issues_csv(issues, run_dir / "label_issues.csv")
+    write_atomically(run_dir / "out_of_fold.npz", lambda partial: _save_probabilities(
+        partial, [examples_of[split].paths[position] for split, position in where],
+        labels, probabilities, names))
     write_issues_page(audit, examples_of, where, order, run_dir)
     write_json(run_dir / "labels.json", {
         "images": audit.images, "flagged": len(issues), "class_names": names,
         "thresholds": audit.thresholds,
         "cross_validated_accuracy": audit.cross_validated_accuracy, **audit.details})
     return audit
+
+
+def _save_probabilities(path: Path, paths: list[str], labels: np.ndarray,
+                        probabilities: np.ndarray, names: list[str]) -> None:
+    with open(path, "wb") as handle:
+        np.savez(handle, paths=np.array(paths, dtype=str), labels=labels,
+                 probabilities=probabilities.astype("float32"),
+                 class_names=np.array(names, dtype=str))
 
 
 def write_issues_csv(issues: list[LabelIssue], path: Path) -> None:

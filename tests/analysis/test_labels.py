@@ -15,10 +15,15 @@ from PIL import Image
 from test_report import _browse, _chromium
 
 from kzoo.analysis.labels import (
+    FILTERS,
+    RANKINGS,
     confident_learning,
+    confident_thresholds,
+    label_issue_mask,
     out_of_fold_probabilities,
     stratified_folds,
 )
+from kzoo.errors import KzooError
 
 
 def test_confident_learning_flags_confident_disagreements_most_confident_first():
@@ -33,11 +38,65 @@ def test_confident_learning_flags_confident_disagreements_most_confident_first()
         [0.05, 0.05, 0.9],
         [0.6, 0.1, 0.3],    # labelled 2, confidently 0 (less than image 2)
     ])
-    flagged, suggested, margins, thresholds = confident_learning(probabilities, labels)
+    flagged, suggested, margins, thresholds = confident_learning(
+        probabilities, labels, "confident_learning", "normalized_margin")
     assert flagged.tolist() == [2, 7]
     assert suggested.tolist() == [1, 0]
     assert margins[0] == pytest.approx(0.75) and margins[1] == pytest.approx(0.3)
     assert thresholds[0] == pytest.approx((0.9 + 0.8 + 0.1) / 3)
+
+
+@pytest.mark.parametrize("filter_by", FILTERS)
+def test_an_image_whose_most_probable_class_is_its_label_is_never_flagged(filter_by):
+    """Image 0 is labelled 0 and 0 is its most probable class, yet only class 1 reaches its
+    threshold (thresholds .83 and .30)."""
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    probabilities = np.array([[0.6, 0.4], [0.95, 0.05], [0.94, 0.06],
+                              [0.7, 0.3], [0.75, 0.25], [0.65, 0.35]])
+    assert confident_thresholds(probabilities, labels) == pytest.approx([0.83, 0.30])
+    flagged, _, _, _ = confident_learning(probabilities, labels, filter_by)
+    assert 0 not in flagged.tolist()
+    # nor, on any matrix, any image whose label is the model's prediction
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        probabilities = rng.dirichlet(np.full(4, 0.7), size=60)
+        labels = rng.integers(0, 4, size=60)
+        flagged = np.flatnonzero(label_issue_mask(probabilities, labels, filter_by))
+        assert not np.any(probabilities[flagged].argmax(1) == labels[flagged])
+
+
+def _partly_confident():
+    """Class 0: four clean images, two confidently class 1 and four that lean to class 1
+    without reaching its threshold (.90); class 1: five clean images."""
+    p0 = [0.9, 0.9, 0.9, 0.9, 0.1, 0.1, 0.35, 0.4, 0.42, 0.45] + [0.1] * 5
+    probabilities = np.stack([p0, 1 - np.array(p0)], axis=1)
+    return probabilities, np.repeat([0, 1], [10, 5])
+
+
+def test_prune_by_class_flags_each_class_lowest_self_confidence_by_its_off_diagonal_count():
+    probabilities, labels = _partly_confident()
+    # the confident joint's row 0 is [4, 2] over the 6 images with a confident class,
+    # rescaled to the class's 10 images: [7, 3], so the 3 lowest p(0) of class 0 are flagged
+    flagged, suggested, scores, _ = confident_learning(probabilities, labels, "prune_by_class")
+    assert flagged.tolist() == [4, 5, 6]  # lowest self-confidence first
+    assert suggested.tolist() == [1, 1, 1]
+    assert scores == pytest.approx([0.9, 0.9, 0.65])  # 1 - p(given)
+    # the plain filter flags only the two that reach class 1's threshold
+    plain, _, _, _ = confident_learning(probabilities, labels, "confident_learning")
+    assert sorted(plain.tolist()) == [4, 5]
+    # by noise rate: the 3 of class 0 with the largest p(1) - p(0)
+    by_rate, _, _, _ = confident_learning(probabilities, labels, "prune_by_noise_rate",
+                                          "normalized_margin")
+    assert by_rate.tolist() == [4, 5, 6]
+
+
+def test_an_unknown_filter_or_ranking_is_a_clear_error():
+    probabilities, labels = _partly_confident()
+    with pytest.raises(KzooError, match="label filter 'best' is not one of prune_by_class"):
+        confident_learning(probabilities, labels, "best")
+    with pytest.raises(KzooError, match="label ranking 'margin' is not one of"):
+        confident_learning(probabilities, labels, rank_by="margin")
+    assert "self_confidence" in RANKINGS
 
 
 def test_stratified_folds_spread_every_class_evenly():
@@ -106,6 +165,10 @@ def test_audit_labels_writes_its_csv_and_a_page_of_thumbnails(mislabelled):
         assert row["given_label"] == row["file"].split("/")[-2]  # the folder it lies in
     summary = json.loads((root / "audit" / "labels.json").read_text())
     assert summary["images"] == 72 and summary["flagged"] == len(rows)
+    assert summary["filter_by"] == "prune_by_class"
+    saved = np.load(root / "audit" / "out_of_fold.npz")  # every image's probabilities
+    assert saved["probabilities"].shape == (72, 3) and len(saved["paths"]) == 72
+    assert saved["class_names"].tolist() == summary["class_names"]
     assert f"{len(rows)} of 72 images look mislabelled" in result.stdout
     page = (root / "audit" / "label_issues.html").read_text()
     assert page.count("<img ") == len(rows)
