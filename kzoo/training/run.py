@@ -130,8 +130,9 @@ def choose_run_dir(
         run_dir = latest_unfinished_run(recipe.name)
         if run_dir is None:
             raise KzooError(
-                f"nothing to resume: no unfinished run of {recipe.name!r} under {RUNS_ROOT}/; "
-                "pass --run-dir DIR of the interrupted run"
+                f"nothing to resume: no unfinished run of {recipe.name!r} under {RUNS_ROOT}/ "
+                "(where runs go without --run-dir); a run started with --run-dir DIR is "
+                "resumed with the same --run-dir DIR and --resume"
             )
         print(f"kzoo: resuming {run_dir}, the latest unfinished run of {recipe.name}")
     if run_dir is None:
