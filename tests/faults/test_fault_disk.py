@@ -2,7 +2,7 @@
 ``kzoo`` processes.
 
 A full disk is a file-size limit (``ulimit -f``): every write past it fails with ``EFBIG``
-(SIGXFSZ, which would kill the process, is ignored in the child, as a program sees ENOSPC).
+(SIGXFSZ, which would kill the process, is ignored, so the write fails as with ENOSPC).
 A place that cannot be written is a path under ``/proc`` or under a regular file: the tests
 run as root, for whom ``chmod 555`` does not stop a write, so a read-only directory is made
 that way where the user is root.
@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import json
 import os
-import resource
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from conftest import assert_clean_error, cli_env, write_image_folder
+from full_disk import with_file_limit
 
 pytestmark = pytest.mark.slow
 
@@ -30,14 +29,10 @@ SIDE = "64"
 
 
 def _kzoo(*args, cwd: Path, cache: Path, file_limit: int | None = None):
-    def limited():
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (file_limit, file_limit))
-
-    return subprocess.run([sys.executable, "-m", "kzoo", *map(str, args)], cwd=cwd,
+    command = [sys.executable, "-m", "kzoo", *map(str, args)]
+    return subprocess.run(with_file_limit(command, file_limit), cwd=cwd,
                           env=cli_env(KZOO_CACHE_DIR=str(cache)), capture_output=True,
-                          text=True, timeout=240, check=False,
-                          preexec_fn=limited if file_limit is not None else None)
+                          text=True, timeout=240, check=False)
 
 
 def _refused(result: subprocess.CompletedProcess) -> None:
