@@ -20,7 +20,7 @@ _PUBLIC = {
     "describe": "kzoo.models.catalog",
     "evaluate": "kzoo.analysis.inference",
     "explain": "kzoo.analysis.explain",
-    "export": "kzoo.analysis.inference",
+    "export": "kzoo.analysis.export",
     "find_label_issues": "kzoo.analysis.labels",
     "fine_tune": "kzoo.training.finetune",
     "grad_cam": "kzoo.analysis.explain",

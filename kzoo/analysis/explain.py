@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -124,15 +125,16 @@ def save_explanation(path: Path, image: np.ndarray, heatmap: np.ndarray,
     return path
 
 
-def explain(source: str | os.PathLike | keras.Model, inputs: Sequence[str | os.PathLike],
+def explain(source: str | os.PathLike | keras.Model, inputs: Any,
             output: str | os.PathLike | None = None, top_k: int = 3,
             class_name: str | None = None) -> list[tuple[str, Path | None, str | None]]:
-    """Grad-CAM PNGs of ``inputs`` (image files or folders) for a run's model, written into
-    ``output`` (default ``RUN/explain/``) as ``NAME.gradcam.png``: for ``class_name``, else for
-    each image's most probable class. Returns (image, PNG or ``None``, error) per image."""
-    from kzoo.analysis.inference import image_framing, image_paths, load_run
-    from kzoo.data.images import read_images
+    """Grad-CAM PNGs of ``inputs`` (image files or folders, NumPy arrays or PIL images, as
+    :func:`kzoo.predict` takes them) for a run's model, written into ``output`` (default
+    ``RUN/explain/``) as ``NAME.gradcam.png``: for ``class_name``, else for each image's most
+    probable class. Returns (image, PNG or ``None``, error) per image."""
+    from kzoo.analysis.inference import image_framing, image_inputs, load_run, read_inputs
 
+    entries = image_inputs(inputs)
     model, names = load_run(source)
     if class_name is not None and class_name not in names:
         raise KzooError(f"--class {class_name!r} is not one of the model's classes: "
@@ -144,29 +146,24 @@ def explain(source: str | os.PathLike | keras.Model, inputs: Sequence[str | os.P
         output = (run if run.is_dir() else run.parent) / "explain"
     output = Path(output)
     results: list[tuple[str, Path | None, str | None]] = []
-    entries = image_paths(inputs)
-    readable = [path for path, reason in entries if reason is None]
-    written: dict[str, Path] = {}
-    reasons: dict[str, str] = {}
-    for start in range(0, len(readable), 16):  # a few images at a time: memory stays small
-        chunk = readable[start:start + 16]
-        images, kept, skipped = read_images(chunk, **image_framing(model))
-        reasons.update((skip.path, skip.reason) for skip in skipped)
-        if not len(images):
-            continue
-        wanted = None if class_name is None else [names.index(class_name)] * len(images)
-        heatmaps, probabilities = grad_cam(model, images, wanted)
-        for row, index in enumerate(kept):
+    taken: set[Path] = set()
+    # a few images at a time: memory stays small
+    for part, images, outcome in read_inputs(entries, image_framing(model), 16):
+        if len(images):
+            wanted = None if class_name is None else [names.index(class_name)] * len(images)
+            heatmaps, probabilities = grad_cam(model, images, wanted)
+        for entry, row in zip(part, outcome):
+            if isinstance(row, str):
+                results.append((entry.name, None, row))
+                continue
             order = np.argsort(-probabilities[row], kind="stable")[:min(top_k, len(names))]
-            path = Path(chunk[index])
-            target = output / _unused_name(path, set(written.values()), output)
+            path = Path(entry.name)
+            target = output / _unused_name(path, taken, output)
             save_explanation(target, images[row], heatmaps[row],
                              [(names[i], float(probabilities[row][i])) for i in order],
                              class_name or names[int(order[0])], title=path.name)
-            written[str(path)] = target
-    for path, reason in entries:
-        results.append((path, written.get(path), None if path in written
-                        else reason or reasons.get(path, "unreadable")))
+            taken.add(target)
+            results.append((entry.name, target, None))
     return results
 
 

@@ -1,51 +1,47 @@
-"""Use a trained classifier: ``predict`` image files, ``evaluate`` on a labelled folder,
-``export`` to another format. Each takes a run directory (or a ``.keras`` file).
+"""Use a trained classifier: ``predict`` images (files, folders, NumPy arrays, PIL images),
+``evaluate`` on a labelled folder (``export`` is in :mod:`kzoo.analysis.export`). Each takes
+a run directory (or a ``.keras`` file).
 
 Images are read exactly as for training (:mod:`kzoo.data.images`), and the model holds its own
-preprocessing, so predictions need nothing but the files. An unreadable file is reported
+preprocessing, so predictions need nothing but the files; images in memory are framed for the
+model as files are. An unreadable file is reported
 with its reason, never fatal. Class names and the framing of images (``center_crop``) come
 from the model itself (its ``ClassifierInfo`` layer), else from ``class_names.json`` next to
 it (and whole images, squashed, as ``kzoo train`` reads them).
 
 >>> for result in kzoo.predict("runs/finetune-ants", ["ant.jpg", "photos/"]):
 ...     print(result.path, result.top[0])
+>>> kzoo.predict("runs/mnist", x_test[:8])      # a batch: named array[0] ... array[7]
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import shutil
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import keras
 import numpy as np
+from PIL import Image, ImageOps
 
 from kzoo.analysis.evaluation import classification_metrics
 from kzoo.analysis.tta import check_tta, predict_array, predict_with_tta
-from kzoo.data.images import class_folders, list_image_files, read_images
+from kzoo.data.images import class_folders, crop_box, list_image_files, read_images
 from kzoo.data.pipeline import Examples, make_pipeline
 from kzoo.data.scan import scan_labelled
 from kzoo.data.store import Framing
 from kzoo.errors import KzooError
 from kzoo.models.blocks import classifier_info
 from kzoo.models.registry import load_model
-from kzoo.models.saving import save_model
-
-EXPORT_FORMATS = ("keras", "saved_model", "tflite", "onnx")
-_EXPORT_NAMES = {"keras": "model.keras", "saved_model": "saved_model", "tflite": "model.tflite",
-                 "onnx": "model.onnx"}
-
 
 # --- loading a run --------------------------------------------------------------------------------
 
 
-def _model_path(source: str | os.PathLike) -> Path:
+def model_path(source: str | os.PathLike) -> Path:
     path = Path(source).expanduser()
     if path.is_dir():
         if not (path / "model.keras").is_file():
@@ -67,7 +63,7 @@ def load_run(source: str | os.PathLike | keras.Model) -> tuple[keras.Model, list
     if isinstance(source, keras.Model):
         model, names_file = source, None
     else:
-        path = _model_path(source)
+        path = model_path(source)
         model, names_file = load_model(str(path)), path.parent / "class_names.json"
     info = classifier_info(model)
     names = info["class_names"] if info else None
@@ -110,55 +106,173 @@ class Prediction:
                 "predictions": [{"class": name, "probability": p} for name, p in self.top]}
 
 
-def image_paths(inputs: Sequence[str | os.PathLike]) -> list[tuple[str, str | None]]:
-    """Files to classify, folders expanded (recursively); each with the reason it is skipped."""
-    entries: list[tuple[str, str | None]] = []
-    for item in inputs:
-        path = Path(item).expanduser()
-        if path.is_dir():
-            files, skipped = list_image_files(path)
-            entries += [(str(f), None) for f in files] + [(s.path, s.reason) for s in skipped]
-        elif path.exists():
-            entries.append((str(path), None))
+class ImageInput(NamedTuple):
+    """One image to classify: a file (``image`` None) or pixels in memory (a NumPy array
+    ``(height, width, channels)`` or a PIL image), named for the results; ``error`` where it
+    cannot be used."""
+
+    name: str
+    image: Any = None
+    error: str | None = None
+
+
+_INPUTS = ("pass an image file or folder (a str or pathlib.Path), a list of them, a NumPy array "
+           "(one image HxWxC or a batch NxHxWxC of pixel values 0-255), a PIL image, or a list "
+           "mixing these")
+
+
+def image_inputs(inputs: Any) -> list[ImageInput]:
+    """The images in ``inputs``, in order: a path (a folder is searched recursively), a NumPy
+    array of one image or a batch, a PIL image, or a list or tuple of these. A string is one
+    path, never a sequence of characters."""
+    if isinstance(inputs, (list, tuple)):
+        items, names = list(inputs), [f"[{position}]" for position in range(len(inputs))]
+    else:
+        items, names = [inputs], [""]
+    entries: list[ImageInput] = []
+    for item, suffix in zip(items, names):
+        if isinstance(item, (str, os.PathLike)):
+            entries += _path_inputs(item)
+        elif isinstance(item, np.ndarray):
+            entries += _array_inputs(item, "array" + suffix)
+        elif isinstance(item, Image.Image):
+            entries.append(ImageInput("image" + suffix, item))
         else:
-            entries.append((str(path), "no such file or folder"))
+            kind = type(item).__qualname__
+            if type(item).__module__ != "builtins":
+                kind = f"{type(item).__module__}.{kind}"
+            raise KzooError(f"inputs{suffix} is a {kind}, not images; {_INPUTS}")
     return entries
+
+
+def _path_inputs(item: str | os.PathLike) -> list[ImageInput]:
+    path = Path(item).expanduser()
+    if path.is_dir():
+        files, skipped = list_image_files(path)
+        return [ImageInput(str(f)) for f in files] + [ImageInput(s.path, error=s.reason)
+                                                      for s in skipped]
+    if path.exists():
+        return [ImageInput(str(path))]
+    return [ImageInput(str(path), error="no such file or folder")]
+
+
+def _array_inputs(array: np.ndarray, name: str) -> list[ImageInput]:
+    shape = "x".join(map(str, array.shape))
+    if array.dtype == bool or not (np.issubdtype(array.dtype, np.integer)
+                                   or np.issubdtype(array.dtype, np.floating)):
+        raise KzooError(f"{name} holds {array.dtype} values, not pixels; {_INPUTS}")
+    single = array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (1, 3, 4))
+    if not (single or (array.ndim == 4 and array.shape[-1] in (1, 3, 4))):
+        raise KzooError(f"{name} has shape {shape}; expected one image HxWxC or a batch NxHxWxC "
+                        "with C = 1, 3 or 4 channels (add the channel axis to grayscale images: "
+                        "x[..., None])")
+    if array.size == 0 and not (array.ndim == 4 and array.shape[0] == 0 and all(array.shape[1:])):
+        raise KzooError(f"{name} has shape {shape}: an image with no pixels")
+    if array.size:
+        low, high = float(np.min(array)), float(np.max(array))
+        if not (np.isfinite(low) and np.isfinite(high) and 0 <= low and high <= 255):
+            raise KzooError(f"{name} holds values from {low:g} to {high:g}; expected pixel values "
+                            "0-255 (scale images in 0-1 by 255)")
+        if np.issubdtype(array.dtype, np.floating) and 0 < high <= 1:
+            warnings.warn(f"{name} holds values from {low:g} to {high:g}: pixels scaled to 0-1? "
+                          "kzoo reads pixel values 0-255, as in image files (multiply by 255)",
+                          stacklevel=3)
+    if single:
+        return [ImageInput(name, array if array.ndim == 3 else array[..., None])]
+    return [ImageInput(f"{name}[{row}]", image) for row, image in enumerate(array)]
+
+
+def _framed_pixels(image: Any, framing: dict[str, Any]) -> np.ndarray:
+    """An in-memory image framed for the model as a file's pixels are (see
+    :mod:`kzoo.data.images`): upright, RGB or grayscale (transparency on white), the crop of
+    :func:`crop_box` resized (bilinear) to the model's size, uint8."""
+    if isinstance(image, np.ndarray):
+        pixels = image if image.dtype == np.uint8 else np.rint(image).astype(np.uint8)
+        image = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
+    else:
+        image = ImageOps.exif_transpose(image)
+    if image.mode.startswith("I") or image.mode == "F":  # 16/32-bit integer or float pixels
+        values = np.asarray(image, dtype=np.float64)
+        if values.size and values.max() > 255:
+            values = values / 257.0
+        image = Image.fromarray(np.clip(values, 0, 255).astype(np.uint8))
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    channels = framing["channels"]
+    image = image.convert("RGB" if channels == 3 else "L")
+    height, width = framing["size"]
+    box = crop_box(image.width, image.height, (height, width), framing["center_crop"])
+    if image.size != (width, height) or box != (0.0, 0.0, width, height):
+        image = image.resize((width, height), Image.Resampling.BILINEAR, box=box)
+    return np.asarray(image, dtype=np.uint8).reshape(height, width, channels)
+
+
+def read_inputs(entries: Sequence[ImageInput], framing: dict[str, Any], chunk: int
+                ) -> Iterator[tuple[list[ImageInput], np.ndarray, list[int | str]]]:
+    """``entries`` a ``chunk`` at a time (so memory stays small for any folder): the chunk,
+    the pixels of those that could be read (uint8, framed for the model), and for each entry
+    its row in those pixels or the reason it could not be read."""
+    for start in range(0, len(entries), chunk):
+        part = list(entries[start:start + chunk])
+        files = [i for i, entry in enumerate(part) if entry.image is None and entry.error is None]
+        decoded, kept, skipped = read_images([part[i].name for i in files], **framing)
+        reasons = {skip.path: skip.reason for skip in skipped}
+        from_files = {files[index]: decoded[row] for row, index in enumerate(kept)}
+        pixels: list[np.ndarray] = []
+        outcome: list[int | str] = []
+        for i, entry in enumerate(part):
+            image = from_files.get(i)
+            if entry.error is None and entry.image is not None:
+                try:
+                    image = _framed_pixels(entry.image, framing)
+                except (OSError, ValueError) as error:
+                    outcome.append(f"cannot be framed for the model ({error})")
+                    continue
+            if image is None:
+                outcome.append(entry.error or reasons.get(entry.name, "unreadable"))
+            else:
+                outcome.append(len(pixels))
+                pixels.append(image)
+        height, width = framing["size"]
+        images = (np.stack(pixels) if pixels
+                  else np.empty((0, height, width, framing["channels"]), dtype=np.uint8))
+        yield part, images, outcome
 
 
 def predict(
     source: str | os.PathLike | keras.Model,
-    inputs: Sequence[str | os.PathLike],
+    inputs: Any,
     top_k: int = 3,
     batch_size: int = 32,
     tta: str = "none",
 ) -> list[Prediction]:
-    """The ``top_k`` classes and probabilities of each image in ``inputs`` (files, or folders
-    searched recursively), in order, averaged over the test-time views of ``tta`` (see
-    :mod:`kzoo.analysis.tta`). Unreadable files come back with ``error`` set.
+    """The ``top_k`` classes and probabilities of each image in ``inputs``, in order, averaged
+    over the test-time views of ``tta`` (see :mod:`kzoo.analysis.tta`). ``inputs``: an image
+    file or a folder (searched recursively), a NumPy array (one image ``HxWxC`` or a batch
+    ``NxHxWxC``, pixel values 0-255, framed to the model's input as files are), a PIL image, or
+    a list of these. Unreadable files come back with ``error`` set; an array's images are named
+    ``array[i]`` (``array[j][i]`` at ``inputs[j]``), a PIL image ``image`` (``image[j]``).
     """
     check_tta(tta)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise KzooError(f"top_k={top_k!r} is invalid; expected an integer >= 1")
+    entries = image_inputs(inputs)
     model, names = load_run(source)
     framing = image_framing(model)
     k = min(top_k, len(names))
-    entries = image_paths(inputs)
     results = []
-    chunk = 8 * batch_size  # decode a few batches at a time: memory stays small for any folder
-    for start in range(0, len(entries), chunk):
-        part = entries[start:start + chunk]
-        readable = [path for path, reason in part if reason is None]
-        images, kept, unreadable = read_images(readable, **framing)
-        reasons = {skip.path: skip.reason for skip in unreadable}
+    # decode a few batches at a time: memory stays small for any folder
+    for part, images, outcome in read_inputs(entries, framing, 8 * batch_size):
         probabilities = (predict_array(model, images.astype("float32"), batch_size, tta)
                          if len(images) else [])
-        rows = dict(zip((readable[i] for i in kept), probabilities))
-        for path, reason in part:
-            if path in rows:
-                order = np.argsort(-rows[path], kind="stable")[:k]
-                results.append(Prediction(path, [(names[i], float(rows[path][i])) for i in order]))
+        for entry, row in zip(part, outcome):
+            if isinstance(row, str):
+                results.append(Prediction(entry.name, error=row))
             else:
-                results.append(Prediction(path, error=reason or reasons.get(path, "unreadable")))
+                order = np.argsort(-probabilities[row], kind="stable")[:k]
+                results.append(Prediction(entry.name, [(names[i], float(probabilities[row][i]))
+                                                       for i in order]))
     return results
 
 
@@ -195,148 +309,3 @@ def evaluate(
     metrics = classification_metrics(truth, probabilities, names)
     metrics.update(folder=str(folder), tta=tta, skipped=[skip._asdict() for skip in skipped])
     return metrics
-
-
-# --- export --------------------------------------------------------------------------------------------
-
-
-def _remove_old(output: Path, format: str) -> None:
-    if not output.exists():
-        return
-    if output.is_dir() and format == "saved_model" and (output / "saved_model.pb").is_file():
-        shutil.rmtree(output)
-    elif output.is_file():
-        output.unlink()
-    else:
-        raise KzooError(f"{str(output)!r} exists and is not a {format} export; pass another "
-                        "--output or remove it")
-
-
-def _check_backend_exports(format: str) -> None:
-    """An error, before any work, where Keras cannot export ``format`` from the current backend.
-
-    ``keras`` and ``saved_model`` export from any backend (JAX through jax2tf), LiteRT (tflite)
-    from TensorFlow only, and ONNX from JAX only through the optional jax2onnx package.
-    """
-    backend = keras.backend.backend()
-    if backend == "tensorflow" or format in ("keras", "saved_model"):
-        return
-    if format == "onnx" and backend == "jax" and importlib.util.find_spec("jax2onnx"):
-        return
-    needs = "jax2onnx (pip install jax2onnx)" if format == "onnx" and backend == "jax" else None
-    raise KzooError(
-        f"{format} export is not supported on Keras's {backend!r} backend"
-        + (f" without {needs}" if needs else "")
-        + f"; export with KERAS_BACKEND=tensorflow (`KERAS_BACKEND=tensorflow kzoo export RUN_DIR "
-        f"--format {format}`): a model.keras trained on any backend loads on TensorFlow"
-    )
-
-
-def export(
-    source: str | os.PathLike | keras.Model,
-    format: str = "keras",
-    output: str | os.PathLike | None = None,
-    verify: bool = True,
-) -> Path:
-    """Export a run's model as ``keras``, ``saved_model``, ``tflite`` or ``onnx`` (needs
-    ``tf2onnx``) to ``output`` (default ``RUN_DIR/export/``), with ``class_names.json`` beside
-    it. With ``verify``, the exported model is run on a few inputs and must give the same
-    probabilities as the original. Returns the exported path.
-    """
-    if format not in EXPORT_FORMATS:
-        raise KzooError(f"export format {format!r} is unknown; expected one of "
-                        f"{', '.join(EXPORT_FORMATS)}")
-    _check_backend_exports(format)
-    model, names = load_run(source)
-    if output is None:
-        if isinstance(source, keras.Model):
-            raise KzooError("pass output= when exporting a model object")
-        output = _model_path(source).parent / "export" / _EXPORT_NAMES[format]
-    output = Path(output).expanduser()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    _remove_old(output, format)
-    if format == "keras":
-        save_model(model, output)
-    elif format == "saved_model":
-        model.export(str(output), format="tf_saved_model", verbose=False)
-    elif format == "tflite":
-        model.export(str(output), format="litert", verbose=False)
-    else:
-        try:
-            import tf2onnx  # noqa: F401
-        except ImportError:
-            raise KzooError("ONNX export needs the tf2onnx converter: pip install tf2onnx "
-                            "onnxruntime (or pip install 'kzoo[onnx]')") from None
-        if not model.built or not getattr(model, "_called", True):
-            model(np.zeros((1, *model.input_shape[1:]), dtype="float32"))  # a loaded model
-        model.export(str(output), format="onnx", verbose=False)
-    beside = output if output.is_dir() else output.parent
-    (beside / "class_names.json").write_text(json.dumps(names, indent=2))
-    if verify:
-        check_export(model, output, format)
-    return output
-
-
-def exported_predictor(path: str | os.PathLike, format: str) -> Callable[[np.ndarray], np.ndarray] | None:
-    """A function from a batch of float32 pixels to probabilities, running an exported model;
-    ``None`` where the runtime for ``format`` is not installed.
-    """
-    path = str(path)
-    if format == "keras":
-        model = load_model(path)
-        return lambda x: np.asarray(model.predict(x, verbose=0))
-    if format == "saved_model":
-        import tensorflow as tf
-
-        loaded = tf.saved_model.load(path)
-        return lambda x: loaded.serve(tf.constant(x)).numpy()
-    if format == "tflite":
-        return _tflite_predictor(path)
-    try:
-        import onnxruntime
-    except ImportError:
-        return None
-    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return lambda x: session.run(None, {name: x})[0]
-
-
-def _tflite_predictor(path: str) -> Callable[[np.ndarray], np.ndarray]:
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        import tensorflow as tf
-
-        Interpreter = tf.lite.Interpreter
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice
-        interpreter = Interpreter(model_path=path)
-    source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-
-    def run(x: np.ndarray) -> np.ndarray:
-        interpreter.resize_tensor_input(source["index"], list(x.shape))
-        interpreter.allocate_tensors()
-        interpreter.set_tensor(source["index"], x.astype(source["dtype"]))
-        interpreter.invoke()
-        return interpreter.get_tensor(target["index"]).copy()
-
-    return run
-
-
-def check_export(model: keras.Model, output: Path, format: str, tolerance: float = 1e-4) -> float | None:
-    """Run the export and the original on the same pixels; an error if they disagree. The
-    largest probability difference, or ``None`` where the format's runtime is missing.
-    """
-    predictor = exported_predictor(output, format)
-    if predictor is None:
-        print(f"kzoo: exported {output}; not verified ({format} runtime not installed)")
-        return None
-    (height, width), channels = _input_size(model)
-    pixels = np.random.default_rng(0).uniform(0, 255, (4, height, width, channels)).astype("float32")
-    expected = np.asarray(model.predict(pixels, verbose=0))
-    difference = float(np.abs(predictor(pixels) - expected).max())
-    if difference > tolerance:
-        raise KzooError(f"the {format} export at {str(output)!r} disagrees with the original "
-                        f"model by up to {difference:.2g} in probability (> {tolerance})")
-    print(f"kzoo: exported {output} (verified: probabilities within {difference:.1g})")
-    return difference

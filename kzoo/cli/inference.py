@@ -54,10 +54,28 @@ def _predict(args: argparse.Namespace) -> None:
     from kzoo.analysis.inference import predict
 
     results = predict(args.run_dir, args.images, top_k=args.top_k, **given(args, ["tta"]))
+    _check_some_read([(r.path, r.error) for r in results], args.images)
     _print_predictions(results, args.format, args.top_k)
-    failed = sum(1 for r in results if r.error)
+    _report_failed(sum(1 for r in results if r.error), len(results))
+
+
+def _check_some_read(outcomes: list[tuple[str, str | None]], inputs: list[str]) -> None:
+    """An error (exit 2) where no image could be read: naming the first file and its reason."""
+    from kzoo.errors import KzooError
+
+    if not outcomes:
+        raise KzooError(f"found no image files in {', '.join(map(repr, inputs))}; pass image "
+                        "files or folders that hold images")
+    if all(error for _, error in outcomes):
+        path, error = outcomes[0]
+        more = f" (and the {len(outcomes) - 1} other files given)" if len(outcomes) > 1 else ""
+        raise KzooError(f"no image could be read: {path!r}: {error}{more}; pass image files "
+                        "or folders that hold images")
+
+
+def _report_failed(failed: int, total: int) -> None:
     if failed:
-        print(f"kzoo: {failed} of {len(results)} files could not be read (listed above)",
+        print(f"kzoo: {failed} of {total} files could not be read (listed above)",
               file=sys.stderr)
 
 
@@ -82,7 +100,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
-    from kzoo.analysis.inference import export
+    from kzoo.analysis.export import export
 
     print(export(args.run_dir, format=args.format, output=args.output))
 
@@ -92,12 +110,10 @@ def _explain(args: argparse.Namespace) -> None:
 
     results = explain(args.run_dir, args.images, output=args.output, top_k=args.top_k,
                       class_name=args.class_name)
+    _check_some_read([(image, error) for image, _, error in results], args.images)
     for image, png, error in results:
         print(f"{image}: {png}" if png else f"{image}: not explained ({error})")
-    failed = sum(1 for _, png, _ in results if png is None)
-    if failed:
-        print(f"kzoo: {failed} of {len(results)} files could not be read (listed above)",
-              file=sys.stderr)
+    _report_failed(sum(1 for _, png, _ in results if png is None), len(results))
 
 
 def _add_run(parser, images: bool = False) -> None:
