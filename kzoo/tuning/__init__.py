@@ -54,7 +54,13 @@ from kzoo.training.run import TrainResult
 from kzoo.training.train import load_splits, train, with_validation_in_train
 from kzoo.tuning.distributed import distributed_role
 from kzoo.tuning.hypermodel import RecipeHyperModel, out_of_memory
-from kzoo.tuning.oracles import ALGORITHMS, SearchStopped, custom_gradients, make_tuner
+from kzoo.tuning.oracles import (
+    ALGORITHMS,
+    SearchStopped,
+    custom_gradients,
+    make_tuner,
+    write_failure,
+)
 from kzoo.tuning.space import (
     Tunable,
     apply_values,
@@ -231,13 +237,16 @@ def tune(
             print(f"\nkzoo: interrupted; run the same command again to resume the search in "
                   f"{project_dir}")
             raise
+        except OSError as error:  # the tuner's own saves, outside the oracle's lock
+            raise SearchStopped(write_failure(project_dir, error)) from error
     if role == "worker":
         print(f"kzoo: worker {tuner.tuner_id} done: the chief ended the search (its trial limit "
-              f"reached, or too many failed trials); it holds the results "
-              f"({project_dir / TRIALS_TABLE} on its machine)")
+              "reached, too many failed trials, or files it could not write); it holds the "
+              f"results ({project_dir / TRIALS_TABLE} on its machine)")
         return TuneResult(None, {}, None, [], project_dir, tuner)
     if tuner.oracle.stop_reason:
-        write_trials_table(tuner.oracle, project_dir / TRIALS_TABLE)
+        with contextlib.suppress(OSError):  # the reason says so if it was a failed write
+            write_trials_table(tuner.oracle, project_dir / TRIALS_TABLE)
         raise SearchStopped(tuner.oracle.stop_reason)
     return _report(tuner, hypermodel, algorithm, project_dir, retrain_best, data_dir, verbose)
 

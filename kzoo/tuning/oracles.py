@@ -6,6 +6,7 @@ the search, and each trial's TensorFlow graphs freed.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from copy import copy as shallow_copy
@@ -29,7 +30,41 @@ from kzoo.tuning.table import (
 
 
 class SearchStopped(KzooError):
-    """Too many trials failed in a row."""
+    """Too many trials failed in a row, or the search could not write its files."""
+
+
+def write_failure(directory: str | os.PathLike, error: OSError) -> str:
+    """Why a search stopped when it could not write its files, in one line."""
+    return (f"the search stopped: it could not write its files in {directory} ({error}); free "
+            "space there or make it writable, then run the same command again to go on")
+
+
+def _locked(method):
+    """``method`` under KerasTuner's ``synchronized`` lock, which is released only when the
+    method returns: an error inside would leave it held, and every other caller (a chief's
+    workers) waiting forever. So nothing is raised inside: a failed write (``OSError``) stops
+    the search (:meth:`_KzooOracle._write_failed`), and any other error is raised once the
+    lock is released."""
+
+    @functools.wraps(method)
+    def guarded(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs), None
+        except OSError as error:
+            return self._write_failed(error, method.__name__, *args), None
+        except Exception as error:  # noqa: BLE001 - raised below, outside the lock
+            return None, error
+
+    synchronized = kt.synchronized(guarded)
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        result, error = synchronized(self, *args, **kwargs)
+        if error is not None:
+            raise error
+        return result
+
+    return call
 
 
 class _KzooOracle:
@@ -115,7 +150,7 @@ class _KzooOracle:
             time.sleep(self.idle_wait_s)  # outside the lock: others may report meanwhile
         return trial
 
-    @kt.synchronized
+    @_locked
     def _create_trial(self, tuner_id):
         self._heard_from(tuner_id)
         if self.stop_reason is not None:
@@ -138,14 +173,14 @@ class _KzooOracle:
         self.ongoing_trials.pop(tuner_id, None)
         return kt.engine.trial.Trial(self.get_space(), status=kt.engine.trial.TrialStatus.STOPPED)
 
-    @kt.synchronized
+    @_locked
     def update_trial(self, trial_id, metrics, step=0):
         owner = self._owner(trial_id)
         if owner is not None:
             self._heard_from(owner)
         return super().update_trial(trial_id, metrics, step=step)
 
-    @kt.synchronized
+    @_locked
     def end_trial(self, trial):
         owner = self._owner(trial.trial_id)
         if owner is not None:
@@ -157,6 +192,19 @@ class _KzooOracle:
             super().end_trial(trial)
         finally:
             write_trials_table(self, Path(self._project_dir) / TRIALS_TABLE)
+
+    def _write_failed(self, error: OSError, call: str, *args):
+        """Stop the search after a failed write, with one line that says why; the first
+        such reason is kept. What ``call`` returns then: no trial (``_create_trial``), a
+        stopped one (``update_trial``) or nothing (``end_trial``)."""
+        if self.stop_reason is None or "could not write" not in self.stop_reason:
+            self.stop_reason = write_failure(self._project_dir, error)
+            print(f"kzoo: {self.stop_reason}", flush=True)
+        if call == "_create_trial":
+            return self._stopped(args[0])
+        if call == "update_trial":
+            return kt.engine.trial.TrialStatus.STOPPED
+        return None
 
     def _check_consecutive_failures(self):
         try:
