@@ -176,7 +176,7 @@ def _array_inputs(array: np.ndarray, name: str) -> list[ImageInput]:
         if np.issubdtype(array.dtype, np.floating) and 0 < high <= 1:
             warnings.warn(f"{name} holds values from {low:g} to {high:g}: pixels scaled to 0-1? "
                           "kzoo reads pixel values 0-255, as in image files (multiply by 255)",
-                          stacklevel=3)
+                          stacklevel=4)  # the caller of predict or explain
     if single:
         return [ImageInput(name, array if array.ndim == 3 else array[..., None])]
     return [ImageInput(f"{name}[{row}]", image) for row, image in enumerate(array)]
