@@ -50,7 +50,83 @@ def backend_for_processes(args: argparse.Namespace) -> None:
         print(f"kzoo: training across {processes} processes on Keras's JAX backend")
 
 
+# --- what needs no TensorFlow, checked before it loads ------------------------------------------
+
+
+def check_data_dir(data_dir: str | None) -> list[Path]:
+    """``--data-dir`` and ``$KZOO_DATA_DIR``, each checked to exist."""
+    found = []
+    for folder in (data_dir, os.environ.get("KZOO_DATA_DIR")):
+        if folder:
+            path = Path(folder).expanduser()
+            if not path.exists():
+                raise KzooError(f"data directory {str(path)!r} does not exist; pass an existing "
+                                "folder to --data-dir / KZOO_DATA_DIR")
+            found.append(path)
+    return found
+
+
+def check_image_folder(folder: str, data_dir: str | None) -> None:
+    """``folder`` exists, as a path or as a folder of that name in a data directory."""
+    folders = check_data_dir(data_dir)
+    path = Path(folder).expanduser()
+    if path.is_dir() or (os.sep not in folder and any((f / folder).is_dir() for f in folders)):
+        return
+    searched = f" (nor in {', '.join(str(f) for f in folders)})" if folders else ""
+    raise KzooError(f"image folder {folder!r} does not exist{searched}; pass a folder of class "
+                    "folders, or --data-dir holding it")
+
+
+def check_weights_path(weights: Any) -> None:
+    """A ``--weights`` path (not ``imagenet`` or a bare file name, which are looked for in the
+    weights folders) names an existing file."""
+    if not isinstance(weights, str) or weights == "imagenet":
+        return
+    path = Path(weights).expanduser()
+    if not path.is_file() and path.name != weights:
+        raise KzooError(f"weights file {weights!r} does not exist; pass --weights imagenet, "
+                        "none, or the path of a Keras weights file (.h5 / .weights.h5)")
+
+
+def check_model(args: argparse.Namespace, recipe: Any = None) -> None:
+    """The backbone (a pretrained model), its ``--model-option`` names and a ``--weights``
+    path, as fine-tuning will read them."""
+    from kzoo.models.registry import get_spec, list_models
+    from kzoo.recipes.zoo import DEFAULT_BACKBONE
+
+    name = getattr(args, "backbone", None) or (recipe.model if recipe else DEFAULT_BACKBONE)
+    spec = get_spec(name)
+    if "pretrained" not in spec.tags:
+        raise KzooError(f"model {name!r} has no pretrained backbone to fine-tune; pick one of "
+                        f"{', '.join(list_models(tag='pretrained'))}")
+    unknown = sorted(set(dict(args.model_options or [])) - set(spec.options) - {"image_size"})
+    if unknown:
+        raise KzooError(f"model {name!r} has no option {', '.join(repr(u) for u in unknown)}; "
+                        f"it accepts: {', '.join(sorted({*spec.options, 'image_size'}))}")
+    check_weights_path(model_options(args).get("weights"))
+
+
+def check_finetune(args: argparse.Namespace) -> None:
+    """``kzoo finetune``'s recipe, model and folder."""
+    from kzoo.recipes.zoo import load_recipe
+
+    recipe = load_recipe(args.recipe) if args.recipe else None
+    check_model(args, recipe)
+    folder = args.folder or (recipe.dataset if recipe else None)
+    if folder is not None:
+        check_image_folder(folder, args.data_dir)
+    else:
+        check_data_dir(args.data_dir)
+
+
+# --- the commands --------------------------------------------------------------------------------
+
+
 def _train(args: argparse.Namespace) -> None:
+    from kzoo.recipes.zoo import load_recipe
+
+    load_recipe(args.recipe)  # a missing or bad recipe fails before TensorFlow loads
+    check_data_dir(args.data_dir)
     backend_for_processes(args)
     from kzoo.training.train import train
 
@@ -60,6 +136,7 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _finetune(args: argparse.Namespace) -> None:
+    check_finetune(args)
     backend_for_processes(args)
     from kzoo.training.finetune import fine_tune
 
@@ -71,14 +148,21 @@ def _finetune(args: argparse.Namespace) -> None:
 
 
 def _lr_find(args: argparse.Namespace) -> None:
-    from kzoo.training.lr_find import lr_find
-
     options: dict[str, Any] = given(args, ["backbone"])
     if model_options(args):
         options["model_options"] = model_options(args)
     if options and not Path(args.target).expanduser().is_dir():
         raise KzooError(f"--backbone, --weights, --image-size and --model-option apply to an "
                         f"image folder; {args.target!r} is a recipe")
+    if Path(args.target).expanduser().is_dir():
+        check_model(args)
+        check_data_dir(args.data_dir)
+    else:
+        from kzoo.recipes.zoo import load_recipe
+
+        load_recipe(args.target)
+    from kzoo.training.lr_find import lr_find
+
     found = lr_find(args.target, **given(args, ["steps", *LR_FIND_FIELDS]), **options,
                     data_dir=args.data_dir, run_dir=args.run_dir, verbose=keras_verbosity(args))
     print(f"kzoo: suggested learning rate {found['suggestion']:.3g}: {found['rule']} "

@@ -24,6 +24,10 @@ ALGORITHMS = ("random", "hyperband", "bayesian")  # as kzoo.tuning.ALGORITHMS
 
 def _tune(args: argparse.Namespace) -> None:
     from kzoo.recipes.search import parse_search_option
+    from kzoo.recipes.zoo import load_recipe
+
+    load_recipe(args.recipe)  # a missing or bad recipe, or --search, fails before TensorFlow
+    search = dict(parse_search_option(text) for text in args.search or [])
     from kzoo.tuning import tune
 
     options = {name: value for name, value in given(
@@ -32,7 +36,7 @@ def _tune(args: argparse.Namespace) -> None:
     roles = given(args, ["chief", "worker", "tuner_id", "worker_timeout"])
     tune(
         args.recipe, **options,
-        search=dict(parse_search_option(text) for text in args.search or []),
+        search=search,
         project_name=args.project, overwrite=args.overwrite, retrain_best=args.retrain_best,
         data_dir=args.data_dir, distribution=roles, verbose=keras_verbosity(args),
     )

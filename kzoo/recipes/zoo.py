@@ -53,6 +53,11 @@ def load_recipe(name_or_path: str | Path | Recipe) -> Recipe:
         return name_or_path
     path = Path(name_or_path)
     if not path.is_file():
+        if path.is_dir() and not _named(path):
+            raise KzooError(
+                f"{str(path)!r} is a folder, not a recipe (a name from `kzoo list --recipes` or "
+                f"a YAML file); to fine-tune a pretrained model on a folder of images, run "
+                f"`kzoo finetune {path}` (kzoo.fine_tune in Python)")
         if path.suffix in (".yaml", ".yml") or len(path.parts) > 1:
             raise KzooError(f"recipe file {str(path)!r} does not exist")
         found = [folder / f"{path.name}.yaml" for folder in recipe_dirs()]
@@ -65,10 +70,18 @@ def load_recipe(name_or_path: str | Path | Recipe) -> Recipe:
                 "or pass the path of a YAML file)"
             )
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise KzooError(f"{path}: not a recipe: not a text (UTF-8 YAML) file") from error
     except yaml.YAMLError as error:
         raise KzooError(f"{path}: not valid YAML: {error}") from error
     return recipe_from_dict(path.stem, data, source=str(path))
+
+
+def _named(path: Path) -> bool:
+    """Whether ``path`` could be the name of a shipped recipe (as ``kzoo train NAME`` reads it)."""
+    return len(path.parts) == 1 and any((folder / f"{path.name}.yaml").is_file()
+                                        for folder in recipe_dirs())
 
 
 def save_recipe(recipe: Recipe, path: str | Path) -> None:

@@ -31,6 +31,7 @@ from kzoo.data.augment import augmentation as make_augmentation
 from kzoo.data.datasets import data_dirs, find_image_folder, image_folder, print_data_summary
 from kzoo.data.images import describe_skipped
 from kzoo.data.pipeline import streams
+from kzoo.data.scan import folder_classes, split_folders
 from kzoo.errors import KzooError
 from kzoo.files import write_csv, write_json
 from kzoo.models.blocks import with_classifier_info
@@ -159,8 +160,24 @@ def run_fine_tuning(run: Run, verbose: str | int = "auto", *, find_rate: bool = 
     chief = run.chief
     spec_shape = get_spec(recipe.model).input_shape or (224, 224, 3)
     shape = tuple(recipe.model_options.get("input_shape", spec_shape))
+
+    def build_model() -> keras.Model:
+        with search_weights_in(data_dir, *folders):
+            built = build(recipe.model, num_classes=len(class_names), **recipe.model_options)
+        classifier_parts(built)  # a fine-tunable classifier: fails with one line if not
+        return with_classifier_info(built, class_names, recipe.finetune.center_crop)
+
+    # The model (its weights found, downloaded or refused) before the folder is scanned, with
+    # the class folders as listed, so a missing weights file fails before a long scan.
+    class_names = folder_classes(folder, split_folders(folder))
+    building = time.perf_counter()
+    model = build_model()
+    build_s = time.perf_counter() - building
     splits = image_folder(folder, shape[:2], shape[2], recipe.validation_split, recipe.seed,
                           center_crop=recipe.finetune.center_crop, progress=verbose != 0 and chief)
+    if list(splits.class_names) != list(class_names):
+        class_names = splits.class_names
+        model = build_model()
     class_names, skipped, sizes = splits.class_names, splits.skipped, splits.sizes
     print(f"kzoo: fine-tuning {recipe.model} on {folder}: {sizes['train']} training and "
           f"{sizes['validation']} validation images"
@@ -171,15 +188,7 @@ def run_fine_tuning(run: Run, verbose: str | int = "auto", *, find_rate: bool = 
     audited = print_data_summary(splits)
     if skipped:
         print("kzoo: " + describe_skipped(skipped, root=folder) + "  (all in skipped.csv)")
-    read_s = time.perf_counter() - run.started
-
-    def build_model() -> keras.Model:
-        with search_weights_in(data_dir, *folders):
-            built = build(recipe.model, num_classes=len(class_names), **recipe.model_options)
-        classifier_parts(built)  # a fine-tunable classifier: fails with one line if not
-        return with_classifier_info(built, class_names, recipe.finetune.center_crop)
-
-    model = build_model()
+    read_s = time.perf_counter() - run.started - build_s
     run.create(class_names)  # only now: bad input above leaves no run directory behind
     if chief:
         write_csv(run.dir / "skipped.csv", ["path", "reason"], skipped)

@@ -232,10 +232,13 @@ def test_recipe_flags_take_their_help_from_the_recipe_fields():
 
 
 @pytest.fixture
-def fine_tune_calls(monkeypatch):
-    """The calls `kzoo finetune` makes to fine_tune (which does nothing)."""
+def fine_tune_calls(monkeypatch, tmp_path):
+    """The calls `kzoo finetune` makes to fine_tune (which does nothing), run where a folder
+    photos/ exists (the command checks that it does before calling)."""
     import kzoo.training.finetune
 
+    (tmp_path / "photos").mkdir()
+    monkeypatch.chdir(tmp_path)
     calls = []
     monkeypatch.setattr(kzoo.training.finetune, "fine_tune",
                         lambda *args, **kwargs: calls.append((args, kwargs)))
@@ -243,11 +246,11 @@ def fine_tune_calls(monkeypatch):
 
 
 def test_option_and_model_option_both_reach_model_options(fine_tune_calls, capsys):
-    assert run_main(capsys, "finetune", "photos", "--option", "alpha=0.35",
-                    "--model-option", "pooling=avg", "--weights", "none")[0] == 0
+    assert run_main(capsys, "finetune", "photos", "--backbone", "mobilenet_v2", "--option",
+                    "alpha=0.35", "--model-option", "dropout=0.2", "--weights", "none")[0] == 0
     (args, kwargs), = fine_tune_calls
     assert args == ("photos", None)
-    assert kwargs["model_options"] == {"alpha": 0.35, "pooling": "avg", "weights": None}
+    assert kwargs["model_options"] == {"alpha": 0.35, "dropout": 0.2, "weights": None}
 
 
 def test_finetune_passes_only_the_flags_given(fine_tune_calls, capsys):

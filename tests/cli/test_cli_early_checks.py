@@ -4,7 +4,11 @@ scanned."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
+from conftest import assert_clean_error, cli_env, write_image_folder
 
 from kzoo.cli.main import main
 
@@ -46,3 +50,71 @@ def test_a_flag_like_no_other_gets_no_guess(capsys):
     code, _, err = run_main(capsys, "train", "tiny.yaml", "--zzzzzzzz")
     line = error_line(err)
     assert code == 2 and "unrecognized arguments: --zzzzzzzz" in line and "did you mean" not in line
+
+
+# --- names, paths and weights are checked before TensorFlow loads and before any scan ----------
+
+FRESH_MAIN = ("import sys; from kzoo.cli.main import main; code = main(sys.argv[1:]); "
+              "print('tensorflow loaded' if 'tensorflow' in sys.modules else 'no tensorflow'); "
+              "sys.exit(code)")
+
+
+@pytest.fixture
+def fresh(tmp_path):
+    """``fresh(*argv)``: the command in a new Python process (cwd ``tmp_path``, offline, an
+    empty cache and Keras home), with whether it loaded TensorFlow."""
+    cache, keras_home = tmp_path / "cache", tmp_path / "keras-home"
+    keras_home.mkdir()
+
+    def run(*argv, **env):
+        environment = cli_env(KZOO_CACHE_DIR=str(cache), KERAS_HOME=str(keras_home), **env)
+        environment.pop("KZOO_WEIGHTS_DIR", None)
+        result = subprocess.run([sys.executable, "-c", FRESH_MAIN, *map(str, argv)], cwd=tmp_path,
+                                env=environment, capture_output=True, text=True, timeout=300,
+                                check=False)
+        result.scanned = (cache / "folders").exists() or (cache / "images").exists()
+        return result
+
+    return run
+
+
+@pytest.fixture
+def photos(tmp_path):
+    return write_image_folder(tmp_path / "photos", {"ant": 3, "bee": 3})
+
+
+@pytest.mark.parametrize(("argv", "fragments"), [
+    (["finetune", "photos", "--backbone", "resnt50"], ["unknown model 'resnt50'", "resnet50"]),
+    (["finetune", "photos", "--backbone", "lenet5"], ["no pretrained backbone", "mobilenet_v2"]),
+    (["finetune", "photos", "--weights", "weights/missing.h5"],
+     ["weights file 'weights/missing.h5' does not exist"]),
+    (["finetune", "photos", "--backbone", "mobilenet_v2", "--model-option", "alpah=0.35"],
+     ["has no option 'alpah'", "alpha"]),
+    (["finetune", "no-such-folder"], ["image folder 'no-such-folder' does not exist"]),
+    (["finetune", "photos", "--data-dir", "no-such-dir"], ["data directory", "does not exist"]),
+    (["finetune", "--recipe", "no_such_recipe"], ["unknown recipe 'no_such_recipe'"]),
+    (["lr-find", "photos", "--backbone", "resnt50"], ["unknown model 'resnt50'"]),
+    (["train", "photos"], ["'photos' is a folder, not a recipe", "kzoo finetune photos"]),
+    (["train", "no_such_recipe"], ["unknown recipe 'no_such_recipe'"]),
+    (["train", "photos/ant/0000.png"], ["photos/ant/0000.png: not a recipe"]),
+    (["tune", "no_such_recipe"], ["unknown recipe 'no_such_recipe'"]),
+    (["tune", "photos"], ["'photos' is a folder, not a recipe"]),
+])
+def test_bad_names_and_paths_fail_in_one_line_before_tensorflow_loads(fresh, photos, argv,
+                                                                      fragments):
+    result = fresh(*argv)
+    assert_clean_error(result, *fragments)
+    assert result.returncode == 2
+    assert result.stdout.splitlines()[-1] == "no tensorflow", result.stdout + result.stderr
+    assert not result.scanned
+
+
+@pytest.mark.slow
+def test_missing_imagenet_weights_are_reported_before_the_folder_is_scanned(fresh, photos):
+    """Offline, with the default ResNet50's ImageNet weights in none of the folders searched:
+    the one-line error names the file, and the folder was never scanned."""
+    result = fresh("finetune", "photos", "--run-dir", "runs/one")
+    assert_clean_error(result, "could not get the ImageNet weights of ResNet50",
+                       "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")
+    assert not result.scanned, result.stderr
+    assert "scanning" not in result.stderr
