@@ -23,6 +23,7 @@ from kzoo.cli.flags import (
 )
 
 LABEL_OPTIONS = ("backbone", "weights", "image_size", "center_crop", "folds", "seed")
+LABELS_BACKBONE = "mobilenet_v2"  # find_label_issues's default (tests/cli checks they agree)
 
 
 def _audit(args: argparse.Namespace) -> None:
@@ -57,6 +58,10 @@ def audit_output(folder: str, output: str | None) -> Path:
 
 
 def _audit_labels(args: argparse.Namespace) -> None:
+    from kzoo.cli.training import check_image_folder, check_model
+
+    check_model(args, default=LABELS_BACKBONE)  # before TensorFlow loads
+    check_image_folder(args.folder, args.data_dir)
     from kzoo.analysis.labels import find_label_issues
 
     found = find_label_issues(

@@ -88,13 +88,15 @@ def check_weights_path(weights: Any) -> None:
                         "none, or the path of a Keras weights file (.h5 / .weights.h5)")
 
 
-def check_model(args: argparse.Namespace, recipe: Any = None) -> None:
-    """The backbone (a pretrained model), its ``--model-option`` names and a ``--weights``
-    path, as fine-tuning will read them."""
+def check_model(args: argparse.Namespace, recipe: Any = None, *,
+                default: str | None = None) -> None:
+    """The backbone (a pretrained model: ``--backbone``, else the recipe's, else ``default``,
+    else fine-tuning's), its ``--model-option`` names and a ``--weights`` path."""
     from kzoo.models.registry import get_spec, list_models
     from kzoo.recipes.zoo import DEFAULT_BACKBONE
 
-    name = getattr(args, "backbone", None) or (recipe.model if recipe else DEFAULT_BACKBONE)
+    name = (getattr(args, "backbone", None) or (recipe.model if recipe else None) or default
+            or DEFAULT_BACKBONE)
     spec = get_spec(name)
     if "pretrained" not in spec.tags:
         raise KzooError(f"model {name!r} has no pretrained backbone to fine-tune; pick one of "

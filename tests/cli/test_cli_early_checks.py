@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import assert_clean_error, cli_env, write_image_folder
@@ -98,6 +99,9 @@ def photos(tmp_path):
     (["train", "no_such_recipe"], ["unknown recipe 'no_such_recipe'"]),
     (["train", "photos/ant/0000.png"], ["photos/ant/0000.png: not a recipe"]),
     (["tune", "no_such_recipe"], ["unknown recipe 'no_such_recipe'"]),
+    (["audit", "photos", "--labels", "--backbone", "resnt50"], ["unknown model 'resnt50'"]),
+    (["audit", "photos", "--labels", "--weights", "/no/such/w.h5"], ["does not exist"]),
+    (["audit", "no-such-folder", "--labels"], ["image folder 'no-such-folder' does not exist"]),
     (["tune", "photos"], ["'photos' is a folder, not a recipe"]),
 ])
 def test_bad_names_and_paths_fail_in_one_line_before_tensorflow_loads(fresh, photos, argv,
@@ -118,3 +122,18 @@ def test_missing_imagenet_weights_are_reported_before_the_folder_is_scanned(fres
                        "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")
     assert not result.scanned, result.stderr
     assert "scanning" not in result.stderr
+
+
+def test_the_label_audits_backbone_checked_early_is_the_one_it_uses():
+    """The command checks ``kzoo audit --labels``'s default backbone without importing the
+    label audit (it loads TensorFlow): the two must name the same model."""
+    import ast
+    import inspect
+
+    import kzoo.cli.data
+
+    source = Path(inspect.getfile(kzoo.cli.data)).parents[1] / "analysis" / "labels.py"
+    function = next(node for node in ast.walk(ast.parse(source.read_text()))
+                    if isinstance(node, ast.FunctionDef) and node.name == "find_label_issues")
+    defaults = dict(zip([a.arg for a in function.args.kwonlyargs], function.args.kw_defaults))
+    assert ast.literal_eval(defaults["backbone"]) == kzoo.cli.data.LABELS_BACKBONE
