@@ -54,15 +54,19 @@ NATIVE_NOISE = re.compile(
     r"|To enable the following instructions: .*rebuild TensorFlow with the appropriate compiler"
     r"|[IWE]\d{4} [\d:.]+ +\d+ \S+:\d+\] (?:" + "|".join(_NATIVE_NOTICES) + "))")
 
-# Run in a separate process, so that it outlives an abort of the command and still passes on
-# the lines written just before it.
+# Run in a separate process, in a session of its own (a Ctrl-C meant for the command does not
+# stop it), so that it outlives an abort of the command and still passes on the lines written
+# just before it. It reads to the end even when stderr is gone, so the command never blocks.
 _FORWARD = """
-import re, sys
-noise, out = re.compile(sys.argv[1]), sys.stdout.buffer
+import os, re, sys
+noise, out = re.compile(sys.argv[1]), True
 for line in sys.stdin.buffer:
-    if not noise.match(line.decode("utf-8", "replace")):
-        out.write(line)
-        out.flush()
+    if out and not noise.match(line.decode("utf-8", "replace")):
+        try:
+            while line:
+                line = line[os.write(1, line):]
+        except OSError:
+            out = False
 """
 
 
@@ -85,7 +89,8 @@ class NativeLogFilter:
         try:
             self.forwarder = subprocess.Popen(
                 [sys.executable, "-I", "-S", "-c", _FORWARD, NATIVE_NOISE.pattern],
-                stdin=read, stdout=self.saved, stderr=self.saved, close_fds=True)
+                stdin=read, stdout=self.saved, stderr=self.saved, close_fds=True,
+                start_new_session=True)
         except BaseException:
             os.close(write)
             os.close(self.saved)

@@ -78,3 +78,41 @@ def test_a_fatal_check_before_an_abort_reaches_the_user():
     assert result.returncode == -signal.SIGABRT, result.stderr
     shown = result.stderr.splitlines()
     assert shown == REAL, result.stderr
+
+
+def run_command_in_child(body: str, **options) -> subprocess.CompletedProcess:
+    """``kzoo.cli.main.main`` in a new Python process (a session of its own), its one command
+    being ``body`` (the function ``command(args)``)."""
+    child = textwrap.dedent("""
+        import argparse, os, signal, sys, time
+        import kzoo.cli.main as cli
+
+        {body}
+
+        def make_parser():
+            parser = argparse.ArgumentParser(prog="kzoo")
+            parser.set_defaults(run=command)
+            return parser
+
+        cli.make_parser = make_parser
+        sys.exit(cli.main([]))
+    """).format(body=textwrap.dedent(body).strip().replace("\n", "\n        "))
+    return subprocess.run([sys.executable, "-c", child], env=cli_env(), capture_output=True,
+                          text=True, timeout=60, check=False, start_new_session=True, **options)
+
+
+def test_a_ctrl_c_leaves_the_filter_passing_lines_on():
+    """Ctrl-C reaches the whole foreground process group; what the command prints as it stops
+    still reaches the user."""
+    result = run_command_in_child('''
+        def command(args):
+            try:
+                os.killpg(os.getpgrp(), signal.SIGINT)
+                time.sleep(10)
+            except KeyboardInterrupt:
+                time.sleep(0.2)
+                os.write(2, b"E0000 00:00:1.0 1 x.cc:1] written after the interrupt\\n")
+                raise
+    ''')
+    assert result.returncode == 130, result.stderr
+    assert result.stderr.splitlines() == ["E0000 00:00:1.0 1 x.cc:1] written after the interrupt"]
