@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -101,11 +102,30 @@ def check_model(args: argparse.Namespace, recipe: Any = None, *,
     if "pretrained" not in spec.tags:
         raise KzooError(f"model {name!r} has no pretrained backbone to fine-tune; pick one of "
                         f"{', '.join(list_models(tag='pretrained'))}")
-    unknown = sorted(set(dict(args.model_options or [])) - set(spec.options) - {"image_size"})
+    given_options = dict(args.model_options or [])
+    unknown = sorted(set(given_options) - set(spec.options) - {"image_size"})
     if unknown:
         raise KzooError(f"model {name!r} has no option {', '.join(repr(u) for u in unknown)}; "
                         f"it accepts: {', '.join(sorted({*spec.options, 'image_size'}))}")
+    for key, value in given_options.items():
+        check_option_value(name, key, value, spec.options.get(key))
     check_weights_path(model_options(args).get("weights"))
+
+
+def check_option_value(model: str, key: str, value: Any, default: Any) -> None:
+    """A ``--model-option`` value of the type of the option's default, where that is a
+    number or a flag (a whole number is a number)."""
+    if isinstance(default, bool):
+        wanted, ok = "true or false", isinstance(value, bool)
+    elif isinstance(default, (int, float)):
+        ok = isinstance(value, int if isinstance(default, int) else (int, float))
+        ok = ok and not isinstance(value, bool) and math.isfinite(value)
+        wanted = "a whole number" if isinstance(default, int) else "a number"
+    else:
+        return
+    if not ok:
+        raise KzooError(f"--model-option {key}={value!r} for {model!r}: expected {wanted} (like "
+                        f"{key}={str(default).lower() if isinstance(default, bool) else default})")
 
 
 def check_finetune(args: argparse.Namespace) -> None:

@@ -91,6 +91,8 @@ def photos(tmp_path):
      ["weights file 'weights/missing.h5' does not exist"]),
     (["finetune", "photos", "--backbone", "mobilenet_v2", "--model-option", "alpah=0.35"],
      ["has no option 'alpah'", "alpha"]),
+    (["finetune", "photos", "--backbone", "mobilenet_v2", "--model-option", "alpha=wide"],
+     ["--model-option alpha='wide'", "expected a number"]),
     (["finetune", "no-such-folder"], ["image folder 'no-such-folder' does not exist"]),
     (["finetune", "photos", "--data-dir", "no-such-dir"], ["data directory", "does not exist"]),
     (["finetune", "--recipe", "no_such_recipe"], ["unknown recipe 'no_such_recipe'"]),
