@@ -116,12 +116,18 @@ def test_bad_names_and_paths_fail_in_one_line_before_tensorflow_loads(fresh, pho
 
 
 @pytest.mark.slow
-def test_missing_imagenet_weights_are_reported_before_the_folder_is_scanned(fresh, photos):
-    """Offline, with the default ResNet50's ImageNet weights in none of the folders searched:
-    the one-line error names the file, and the folder was never scanned."""
-    result = fresh("finetune", "photos", "--run-dir", "runs/one")
-    assert_clean_error(result, "could not get the ImageNet weights of ResNet50",
-                       "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")
+@pytest.mark.parametrize(("flags", "fragments"), [
+    ([], ["could not get the ImageNet weights of ResNet50",
+          "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"]),
+    (["--weights", "missing.h5"], ["weights file 'missing.h5' does not exist"]),
+])
+def test_missing_weights_are_reported_before_the_folder_is_scanned(fresh, photos, flags,
+                                                                   fragments):
+    """Offline, with the default ResNet50's ImageNet weights (or a weights file named without
+    a folder, looked for in the weights folders) in none of the folders searched: the one-line
+    error names the file, and the folder was never scanned."""
+    result = fresh("finetune", "photos", "--run-dir", "runs/one", *flags)
+    assert_clean_error(result, *fragments)
     assert not result.scanned, result.stderr
     assert "scanning" not in result.stderr
 
