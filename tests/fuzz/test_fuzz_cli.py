@@ -13,15 +13,17 @@ which start nothing long.
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
 import types
 
 import pytest
+import yaml
 from conftest import write_image_folder
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
-from strategies import bounded
+from strategies import bounded, known_failure, recipe_files
 
 from kzoo.cli.main import main, make_parser
 
@@ -169,3 +171,52 @@ def test_any_argument_list_ends_in_success_or_one_error_line(stand_ins, places, 
         assert len(errors) == 1 and errors[0].startswith("kzoo: error:"), err
     else:
         assert not errors, err
+
+
+# --- recipes through the command ------------------------------------------------------------------
+
+# Each command that reads a recipe file, and how it is given.
+RECIPE_COMMANDS = {
+    "train": lambda path: ["train", path, "--epochs", "1"],
+    "tune": lambda path: ["tune", path, "--max-trials", "1"],
+    "lr-find": lambda path: ["lr-find", path],
+    "finetune": lambda path: ["finetune", "--recipe", path],
+}
+
+
+def _run_recipe(tmp_path_factory, capsys, command, case):
+    name, text = case
+    path = tmp_path_factory.mktemp("recipe") / f"{name}.yaml"
+    path.write_bytes(text)
+    try:
+        code = main(RECIPE_COMMANDS[command](str(path)))
+    except Reached:
+        code = 0
+    err = capsys.readouterr().err
+    assert code in (0, 2), (code, err)
+    errors = [line for line in err.splitlines() if "kzoo: error:" in line]
+    assert len(errors) == (code == 2), err
+
+
+@pytest.mark.xfail(reason="as in the recipe properties: a non-string key or an unhashable "
+                   "schedule name ends kzoo train in a TypeError traceback; a YAML syntax "
+                   "error prints several lines", strict=True)
+@bounded(60)
+@given(st.sampled_from(sorted(RECIPE_COMMANDS)), recipe_files())
+def test_a_mutated_recipe_file_through_the_command_starts_or_is_one_error_line(
+        stand_ins, tmp_path_factory, capsys, command, case):
+    _run_recipe(tmp_path_factory, capsys, command, case)
+
+
+@bounded(60)
+@given(st.sampled_from(sorted(RECIPE_COMMANDS)), recipe_files())
+def test_beyond_what_was_found_a_recipe_file_through_the_command_starts_or_is_one_line(
+        stand_ins, tmp_path_factory, capsys, command, case):
+    try:
+        parsed = yaml.safe_load(case[1].decode("utf-8"))
+    except UnicodeDecodeError:
+        parsed = None
+    except yaml.YAMLError:
+        parsed = math.nan
+    assume(not known_failure(parsed))
+    _run_recipe(tmp_path_factory, capsys, command, case)

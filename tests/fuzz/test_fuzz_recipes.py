@@ -9,70 +9,23 @@ from __future__ import annotations
 
 import copy
 import math
-from pathlib import Path
 
 import pytest
 import yaml
 from hypothesis import assume, example, given
-from hypothesis import strategies as st
-from strategies import bounded, hostile_values, one_line
+from strategies import (
+    MINIMAL,
+    SHIPPED,
+    bounded,
+    known_failure,
+    mutated_recipes,
+    one_line,
+    recipe_files,
+)
 
 from kzoo.errors import KzooError
 from kzoo.recipes.recipe import recipe_from_dict
 from kzoo.recipes.zoo import load_recipe
-
-ZOO = Path(__file__).resolve().parents[2] / "zoo_configs"
-SHIPPED = {path.stem: yaml.safe_load(path.read_text()) for path in sorted(ZOO.glob("*.yaml"))}
-KEYS = sorted({key for data in SHIPPED.values() for key in data}
-              | {"finetune", "freeze_after", "lookahead", "class_weight", "tta", "search"})
-MINIMAL = {"model": "lenet5", "dataset": "mnist"}
-
-
-def _paths(value, prefix=()):
-    """Every path into a nested mapping, the mapping itself included."""
-    yield prefix
-    if isinstance(value, dict):
-        for key, inner in value.items():
-            yield from _paths(inner, (*prefix, key))
-
-
-def _at(data, path):
-    for key in path:
-        data = data[key]
-    return data
-
-
-@st.composite
-def mutated_recipes(draw):
-    """A shipped recipe with one to four random edits: a value replaced, a key removed, an
-    unknown or a misplaced key added, a value wrapped in a list or a mapping, a value moved to
-    another key."""
-    name = draw(st.sampled_from(sorted(SHIPPED)))
-    data = copy.deepcopy(SHIPPED[name])
-    for _ in range(draw(st.integers(1, 4))):
-        path = draw(st.sampled_from(list(_paths(data))))
-        edit = draw(st.sampled_from(["replace", "delete", "add", "wrap", "move"]))
-        if not path:  # the whole recipe
-            if edit == "wrap":
-                data = draw(st.sampled_from([[data], {"recipe": data}]))
-                break
-            edit = "add"
-        parent, key = (_at(data, path[:-1]), path[-1]) if path else (None, None)
-        if edit == "replace":
-            parent[key] = draw(hostile_values)
-        elif edit == "delete":
-            del parent[key]
-        elif edit == "add":
-            target = _at(data, path)
-            target = target if isinstance(target, dict) else parent
-            new_key = draw(st.one_of(st.sampled_from(KEYS), st.text(max_size=8), st.integers()))
-            target[new_key] = draw(hostile_values)
-        elif edit == "wrap":
-            parent[key] = draw(st.sampled_from([[parent[key]], {"value": parent[key]}]))
-        else:
-            other = draw(st.sampled_from(sorted(data, key=str)))
-            parent[key] = copy.deepcopy(data[other])
-    return name, data
 
 
 def _load(name, data):
@@ -146,25 +99,6 @@ def test_an_accepted_recipe_holds_only_finite_numbers_and_reads_back_as_itself(c
         _holds_together(name, recipe)
 
 
-@st.composite
-def recipe_files(draw):
-    """The YAML text of a mutated recipe, itself damaged half the time (bytes cut, flipped,
-    inserted)."""
-    name, mapping = draw(mutated_recipes())
-    try:
-        text = yaml.safe_dump(mapping, allow_unicode=True).encode()
-    except (yaml.YAMLError, ValueError, TypeError):
-        text = b""
-    if text and draw(st.booleans()):
-        position = draw(st.integers(0, len(text) - 1))
-        edit = draw(st.sampled_from(["cut", "flip", "insert"]))
-        noise = draw(st.binary(min_size=1, max_size=4))
-        text = {"cut": text[:position],
-                "flip": text[:position] + bytes([text[position] ^ 0x80]) + text[position + 1:],
-                "insert": text[:position] + noise + text[position:]}[edit]
-    return name, text
-
-
 def _write(tmp_path_factory, name, text):
     path = tmp_path_factory.mktemp("recipe") / f"{name}.yaml"
     path.write_bytes(text)
@@ -183,27 +117,13 @@ def test_a_mutated_recipe_file_loads_or_is_refused_in_one_line(tmp_path_factory,
         pass
 
 
-def _known_failure(value, key=None) -> bool:
-    """Whether a case holds what the properties above already found: a key that is not a
-    string, a schedule name that cannot be hashed, a number that is not finite."""
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    if isinstance(value, dict):
-        if key == "schedule" and isinstance(value.get("name"), (list, dict)):
-            return True
-        return any(not isinstance(k, str) or _known_failure(v, k) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_known_failure(v) for v in value)
-    return False
-
-
 @bounded(300)
 @given(mutated_recipes())
 def test_beyond_what_was_found_a_mutated_recipe_loads_whole_or_is_refused_in_one_line(case):
     """The two properties above, over the cases that hold none of their known failures: so
     the search for the next failure goes on while those are recorded."""
     name, data = case
-    assume(not _known_failure(data))
+    assume(not known_failure(data))
     recipe = _load(name, data)
     if recipe is not None:
         _holds_together(name, recipe)
@@ -220,7 +140,7 @@ def test_beyond_what_was_found_a_mutated_recipe_file_loads_or_is_refused_in_one_
         parsed = None
     except yaml.YAMLError:
         parsed = math.nan
-    assume(not _known_failure(parsed))
+    assume(not known_failure(parsed))
     _load_file(_write(tmp_path_factory, name, text))
 
 
