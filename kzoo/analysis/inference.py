@@ -26,11 +26,11 @@ from typing import Any, NamedTuple
 
 import keras
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from kzoo.analysis.evaluation import classification_metrics
 from kzoo.analysis.tta import check_tta, predict_array, predict_with_tta
-from kzoo.data.images import class_folders, crop_box, list_image_files, read_images
+from kzoo.data.images import class_folders, frame_image, list_image_files, read_images
 from kzoo.data.pipeline import Examples, make_pipeline
 from kzoo.data.scan import scan_labelled
 from kzoo.data.store import Framing
@@ -183,29 +183,13 @@ def _array_inputs(array: np.ndarray, name: str) -> list[ImageInput]:
 
 
 def _framed_pixels(image: Any, framing: dict[str, Any]) -> np.ndarray:
-    """An in-memory image framed for the model as a file's pixels are (see
-    :mod:`kzoo.data.images`): upright, RGB or grayscale (transparency on white), the crop of
-    :func:`crop_box` resized (bilinear) to the model's size, uint8."""
+    """An in-memory image (a NumPy array or a Pillow image) framed for the model as a file's
+    pixels are (:func:`kzoo.data.images.frame_image`)."""
     if isinstance(image, np.ndarray):
         pixels = image if image.dtype == np.uint8 else np.rint(image).astype(np.uint8)
         image = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
-    else:
-        image = ImageOps.exif_transpose(image)
-    if image.mode.startswith("I") or image.mode == "F":  # 16/32-bit integer or float pixels
-        values = np.asarray(image, dtype=np.float64)
-        if values.size and values.max() > 255:
-            values = values / 257.0
-        image = Image.fromarray(np.clip(values, 0, 255).astype(np.uint8))
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-    channels = framing["channels"]
-    image = image.convert("RGB" if channels == 3 else "L")
-    height, width = framing["size"]
-    box = crop_box(image.width, image.height, (height, width), framing["center_crop"])
-    if image.size != (width, height) or box != (0.0, 0.0, width, height):
-        image = image.resize((width, height), Image.Resampling.BILINEAR, box=box)
-    return np.asarray(image, dtype=np.uint8).reshape(height, width, channels)
+    return frame_image(image, tuple(framing["size"]), framing["channels"],
+                       framing["center_crop"])
 
 
 def read_inputs(entries: Sequence[ImageInput], framing: dict[str, Any], chunk: int

@@ -170,6 +170,16 @@ def _framed(image: Image.Image, size, channels, center_crop) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8).reshape(image.height, image.width, channels)
 
 
+def frame_image(image: Image.Image, size: tuple[int, int] | None, channels: int,
+                center_crop: float | None) -> np.ndarray:
+    """An in-memory Pillow image framed exactly as a file's pixels are: upright, RGB or
+    grayscale (transparency on white), the crop of :func:`crop_box` resized (bilinear) to
+    ``size``, uint8 (height, width, channels)."""
+    _check_channels(channels)
+    return _framed(_to_mode(ImageOps.exif_transpose(image), channels), size, channels,
+                   center_crop)
+
+
 def _check_channels(channels: int) -> None:
     if channels not in (1, 3):
         raise KzooError(f"channels={channels!r} is invalid; expected 1 (grayscale) or 3 (RGB)")
