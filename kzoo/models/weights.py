@@ -21,11 +21,12 @@ import hashlib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
-
-import keras
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from kzoo.errors import KzooError
+
+if TYPE_CHECKING:  # finding a weights file needs no Keras: only building does
+    import keras
 
 # Expected hashes of published weight files, keyed by file name: sha256 (64 hex digits) where
 # kzoo checked the file itself, otherwise the md5 (32 digits) Keras checks its downloads with.
