@@ -150,6 +150,7 @@ def _alarm(signum, frame):
     raise TimeoutError("the command took over 60 s: a hang")
 
 
+@pytest.mark.slow  # about 15 s: each case builds the whole parser, as the command does
 @bounded(200)
 @given(data=st.data())
 def test_any_argument_list_ends_in_success_or_one_error_line(stand_ins, places, capsys, data):
