@@ -21,7 +21,7 @@ import types
 import pytest
 import yaml
 from conftest import write_image_folder
-from hypothesis import assume, given
+from hypothesis import assume, event, given
 from hypothesis import strategies as st
 from strategies import bounded, known_failure, recipe_files
 
@@ -157,14 +157,16 @@ def test_any_argument_list_ends_in_success_or_one_error_line(stand_ins, places, 
     argv = data.draw(argv_lists(places), label="argv")
     previous = signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(60)
+    outcome = "ran"
     try:
         code = main(argv)
     except Reached:
-        code = 0
+        code, outcome = 0, "reached the long work"
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
     out, err = capsys.readouterr()
+    event(f"{argv[0] if argv else '(none)'}: exit {code}, {outcome}")
     assert "Traceback" not in out + err, err
     assert code in (0, 2), (code, err)
     errors = [line for line in err.splitlines() if "kzoo: error:" in line]
