@@ -163,21 +163,40 @@ class Distributed:
 
     def replicate(self, model, build: Callable[[], Any]):
         """``model`` made again by ``build`` in :meth:`scope`, with ``model``'s values (weights
-        and random-generator states); ``model`` itself where there is one device. Building
-        outside first keeps a run's initial weights, and work such as ``adapt``, the same
-        whatever the devices."""
+        and random-generator states) as process 0 has them (:func:`from_process_zero`: a
+        process that built other initial weights cannot drift from the others); ``model``
+        itself where there is one device. Building outside first keeps a run's initial
+        weights, and work such as ``adapt``, the same whatever the devices."""
         if self.engine is None:
             return model
-        import numpy as np
-
         with self.scope():
             replica = build()
         for target, source in zip(replica.variables, model.variables, strict=True):
             if tuple(target.shape) != tuple(source.shape):
                 raise KzooError(f"the model made again for {self.describe()} differs from the "
                                 f"first: {target.path} {target.shape} against {source.shape}")
-            target.assign(np.asarray(source))
+        import keras
+
+        values = from_process_zero([keras.ops.convert_to_numpy(v) for v in model.variables])
+        for target, value in zip(replica.variables, values):
+            target.assign(value)
         return replica
+
+    def check_same(self, what: str, value: str, advice: str) -> None:
+        """Refuse, on every process, where ``value`` (a text such as a recipe's settings) is
+        not the same on every process of the cluster as on process 0."""
+        if self.cluster.num_processes == 1 or not joined():
+            return
+        import hashlib
+
+        import numpy as np
+
+        digest = np.frombuffer(hashlib.sha256(value.encode()).digest(), dtype=np.uint8)
+        agreed = bool(np.array_equal(from_process_zero([digest])[0], digest))
+        if not gather_flags(agreed):  # every process refuses, process 0 too
+            raise KzooError(f"process {self.cluster.process_id} of {self.cluster.num_processes}: "
+                            f"the processes of the run differ in {what}, so their models would "
+                            f"drift apart. {advice}")
 
     def shard(self, batches):
         """This process's part of every batch of a ``tf.data`` dataset of ``(images, labels)``
@@ -301,6 +320,33 @@ def _chosen(devices: list, wanted: str | int | None) -> list:
         raise KzooError(f"--devices {wanted}: this machine has {len(devices)} "
                         f"({', '.join(str(device) for device in devices)}); pass --devices all")
     return list(devices[:wanted])
+
+
+def from_process_zero(arrays: list) -> list:
+    """Process 0's values of ``arrays`` (NumPy arrays of the same shapes and types on every
+    process), bit for bit, on every process of a cluster; a lone process's own values as they
+    are. Every process of the cluster must call it at the same point."""
+    import numpy as np
+
+    arrays = [np.asarray(array) for array in arrays]
+    if not joined():
+        return arrays
+    from jax.experimental import multihost_utils
+
+    raw = [np.ascontiguousarray(array).reshape(-1).view(np.uint8) for array in arrays]
+    received = multihost_utils.broadcast_one_to_all(raw)  # bytes: no type is narrowed on the way
+    return [np.asarray(got, dtype=np.uint8).view(array.dtype).reshape(array.shape)
+            for got, array in zip(received, arrays, strict=True)]
+
+
+def gather_flags(flag: bool) -> bool:
+    """Whether ``flag`` holds on every process of the cluster (on a lone process, ``flag``)."""
+    if not joined():
+        return flag
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    return bool(np.all(np.asarray(multihost_utils.process_allgather(np.int32(flag)))))
 
 
 def joined() -> bool:

@@ -166,7 +166,7 @@ def sweep(model: keras.Model, batches, start: float = START, end: float = END,
         batches = (batch for batch in batches)
     model.fit(batches, steps_per_epoch=steps, epochs=1, callbacks=[finder], verbose=0,
               shuffle=False)
-    found = finder.found
+    found = from_process_zero_sweep(finder.found, steps)
     if not any(math.isfinite(value) for value in found.losses):
         from kzoo.errors import KzooError
 
@@ -175,6 +175,24 @@ def sweep(model: keras.Model, batches, start: float = START, end: float = END,
     if found.warning:
         print(f"kzoo: warning: {found.warning}", flush=True)
     return found
+
+
+def from_process_zero_sweep(found: LRFind, steps: int) -> LRFind:
+    """Process 0's sweep, on every process of a cluster (each sweeps on its own, and a rate
+    that differed between them would make their models drift apart); ``found`` itself on a
+    lone process."""
+    from kzoo.training.distributed import from_process_zero, joined
+
+    if not joined():
+        return found
+    count = len(found.rates)
+    packed = np.full(2 + 2 * steps, math.nan)
+    packed[:2] = count, found.diverged
+    packed[2:2 + count], packed[2 + steps:2 + steps + count] = found.rates, found.losses
+    packed = from_process_zero([packed])[0]
+    count = int(packed[0])
+    return LRFind(rates=packed[2:2 + count].tolist(),
+                  losses=packed[2 + steps:2 + steps + count].tolist(), diverged=bool(packed[1]))
 
 
 def plot(found: LRFind, path: Path, title: str = "") -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import math
 import os
 import time
@@ -159,6 +160,9 @@ def run_training(run: Run, verbose: str | int = "auto", *, train_on_validation: 
     """The pieces of training a recipe, inside ``run``: load the data, the learning-rate sweep
     (with ``find_rate``), build, compile, fit (resumable), the final evaluation."""
     recipe, distributed, run_dir, chief = run.recipe, run.distributed, run.dir, run.chief
+    distributed.check_same("their settings", json.dumps(recipe.to_dict(), sort_keys=True,
+                                                        default=str),
+                           "Start every process with the same recipe and the same flags")
     splits = load_splits(recipe, run.data_dir, progress=chief)
     if train_on_validation:
         splits = with_validation_in_train(splits, recipe.dataset)

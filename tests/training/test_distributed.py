@@ -146,6 +146,81 @@ def test_bad_cluster_flags_are_one_line_errors(workspace):
 
 # --- real processes ---------------------------------------------------------------------------
 
+# ``kzoo`` on a process whose models are built with other initial weights, as on a machine
+# whose random numbers or library versions differ from process 0's.
+PERTURBED = """
+import sys
+
+import keras
+
+import kzoo.training.train as train
+
+built = train.build_for
+
+
+def perturbed(recipe, splits):
+    model = built(recipe, splits)
+    if keras.distribution.distribution() is None:  # not the replica, whose values are copied
+        for variable in model.trainable_variables:
+            variable.assign(variable.numpy() + 0.05)
+    return model
+
+
+train.build_for = perturbed
+from kzoo.cli.main import main
+
+sys.exit(main())
+"""
+
+
+def perturbed_pair(workspace: Path, run_dir: str, *flags: str) -> list[subprocess.Popen]:
+    """Processes 0 and 1 of one run, process 1 building other initial weights."""
+    (workspace / "perturbed.py").write_text(PERTURBED)
+    cluster = ["--coordinator", f"127.0.0.1:{free_port()}", "--num-processes", "2"]
+    chief = launch(workspace, run_dir, *cluster, "--process-id", "0", *flags, cache="cache-0")
+    worker = subprocess.Popen(
+        [sys.executable, "perturbed.py", *TRAIN, "--run-dir", run_dir, "--quiet", *cluster,
+         "--process-id", "1", *flags],
+        cwd=workspace, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=cli_env(KERAS_BACKEND="jax", KZOO_CACHE_DIR=str(workspace / "cache-1")))
+    return [chief, worker]
+
+
+@pytest.mark.multiprocess
+@pytest.mark.slow
+def test_process_zero_decides_the_initial_weights_and_the_found_rate(workspace):
+    """Process 1 builds other initial weights, so its sweep finds another rate too: the run
+    still trains process 0's model at process 0's rate, as one process over two devices
+    does."""
+    single = launch(workspace, "single-auto", "--devices", "2", "--lr", "auto")
+    both = perturbed_pair(workspace, "pair-auto", "--lr", "auto")
+    outputs = [process.communicate(timeout=400)[0] for process in (single, *both)]
+    assert [process.returncode for process in (single, *both)] == [0, 0, 0], outputs
+    assert "process 1 done" in outputs[2], outputs[2]
+    rate = json.loads((workspace / "single-auto" / "metrics.json").read_text())[
+        "learning_rate_finder"]["suggestion"]
+    assert f"learning-rate finder suggests {rate:.3g}" in outputs[2], outputs[2]
+    assert json.loads((workspace / "pair-auto" / "metrics.json").read_text())[
+        "learning_rate_finder"]["suggestion"] == rate
+    assert largest_difference(workspace / "single-auto", workspace / "pair-auto") < TOLERANCE
+
+
+@pytest.mark.multiprocess
+@pytest.mark.slow
+def test_processes_started_with_other_settings_refuse_in_one_line(workspace):
+    cluster = ["--coordinator", f"127.0.0.1:{free_port()}", "--num-processes", "2"]
+    processes = [launch(workspace, "mixed", *cluster, "--process-id", "0", cache="cache-0"),
+                 launch(workspace, "mixed", *cluster, "--process-id", "1", "--seed", "1",
+                        cache="cache-1")]
+    for process in processes:
+        output = process.communicate(timeout=240)[0]
+        assert process.returncode == 2, output
+        assert "Traceback" not in output, output
+        errors = [line for line in output.splitlines() if line.startswith("kzoo: error:")]
+        assert len(errors) == 1 and "differ in their settings" in errors[0], output
+        assert "same recipe and the same flags" in errors[0]
+    assert not (workspace / "mixed" / "model.keras").exists()
+
 
 @pytest.mark.multiprocess
 @pytest.mark.slow
