@@ -11,7 +11,10 @@
 The global batch is the recipe's, and so is the learning rate: every step averages the
 gradient over the same global batch a single process would train on. Each process feeds a
 contiguous slice of every batch (:meth:`Distributed.shard`), so the processes together see
-exactly the batches of a single-process run. Only process 0 (the chief) writes files.
+exactly the batches of a single-process run. Only process 0 (the chief) writes files, and its
+values win: every process starts from process 0's initial weights (:meth:`Distributed.replicate`)
+and trains at the rate process 0's learning-rate sweep found; processes started with other
+settings refuse (:meth:`Distributed.check_same`).
 
 >>> cluster = Cluster.from_settings("10.0.0.1:8476", num_processes=2, process_id=0)
 >>> distributed = start(cluster)
