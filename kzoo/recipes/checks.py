@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 from typing import Any
 
 from kzoo.errors import KzooError
@@ -28,18 +29,21 @@ POSITIVE = {"learning_rate", "head_learning_rate", "discriminative_lr", "center_
 
 
 def type_ok(value: Any, expected: type) -> bool:
+    """Whether ``value`` is of the ``expected`` type; a float must be finite (NaN and infinity
+    are never a setting)."""
     if isinstance(value, bool):
         return expected is bool
     if expected is float:
-        return isinstance(value, (int, float))
+        return isinstance(value, (int, float)) and math.isfinite(value)
     return isinstance(value, expected)
 
 
 def check_value(key: str, value: Any, expected: type, source: str) -> Any:
     if not type_ok(value, expected):
+        finite = " (a finite number)" if expected is float else ""
         raise KzooError(
-            f"{source}: key {key!r} must be {expected.__name__}, got {type(value).__name__} "
-            f"{value!r}"
+            f"{source}: key {key!r} must be {expected.__name__}{finite}, got "
+            f"{type(value).__name__} {value!r}"
         )
     if key in POSITIVE and value <= 0:
         raise KzooError(f"{source}: key {key!r} is {value!r}; expected > 0")
@@ -50,8 +54,8 @@ def check_value(key: str, value: Any, expected: type, source: str) -> Any:
     return float(value) if expected is float else value
 
 
-def unknown_key(key: str, allowed, source: str) -> KzooError:
-    close = difflib.get_close_matches(key, list(allowed), n=1)
+def unknown_key(key: Any, allowed, source: str) -> KzooError:
+    close = difflib.get_close_matches(key, list(allowed), n=1) if isinstance(key, str) else []
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return KzooError(
         f"{source}: unknown key {key!r}{hint}; allowed keys: {', '.join(sorted(allowed))}"

@@ -262,7 +262,7 @@ def _parse_optimizer(data: dict[str, Any], source: str) -> Optimizer:
         )
     schedule = dict(values.pop("schedule", {"name": "constant"}))
     schedule_name = schedule.pop("name", None)
-    if schedule_name not in SCHEDULES:
+    if not isinstance(schedule_name, str) or schedule_name not in SCHEDULES:
         raise KzooError(
             f"{source}: optimizer schedule name {schedule_name!r} is unknown; expected one of "
             f"{', '.join(SCHEDULES)}"

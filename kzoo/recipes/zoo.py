@@ -74,7 +74,11 @@ def load_recipe(name_or_path: str | Path | Recipe) -> Recipe:
     except UnicodeDecodeError as error:
         raise KzooError(f"{path}: not a recipe: not a text (UTF-8 YAML) file") from error
     except yaml.YAMLError as error:
-        raise KzooError(f"{path}: not valid YAML: {error}") from error
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = " ".join(str(getattr(error, "problem", None) or "a syntax error").split())
+        raise KzooError(f"{path}: not valid YAML{where}: {problem}; fix the file (a YAML "
+                        "mapping of recipe keys)") from None
     return recipe_from_dict(path.stem, data, source=str(path))
 
 

@@ -201,9 +201,6 @@ def _run_recipe(tmp_path_factory, capsys, command, case):
     assert len(errors) == (code == 2), err
 
 
-@pytest.mark.xfail(reason="as in the recipe properties: a non-string key or an unhashable "
-                   "schedule name ends kzoo train in a TypeError traceback; a YAML syntax "
-                   "error prints several lines", strict=True)
 @bounded(60)
 @given(st.sampled_from(sorted(RECIPE_COMMANDS)), recipe_files())
 def test_a_mutated_recipe_file_through_the_command_starts_or_is_one_error_line(
