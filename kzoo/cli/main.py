@@ -116,6 +116,17 @@ def _verbose(argv: list[str]) -> bool:
     return any(arg.startswith("--verb") and "--verbose".startswith(arg) for arg in argv)
 
 
+def _one_line(error: BaseException) -> str:
+    """What the user reads: a KzooError as it is; an operating-system error (a full disk, a
+    folder that cannot be written or read) with its file, and what to do."""
+    if not isinstance(error, OSError) or isinstance(error, KzooError):
+        return str(error)
+    what = error.strerror or " ".join(str(error).split()) or type(error).__name__
+    where = f" {str(error.filename)!r}" if error.filename else ""
+    return (f"could not read or write{where}: {what}; free some space, make the place "
+            "writable or choose another (--verbose shows the traceback)")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else [str(arg) for arg in argv]
     verbose = _verbose(argv)
@@ -128,8 +139,10 @@ def main(argv: list[str] | None = None) -> int:
         except SystemExit as done:  # --help, or a bad flag (one line on stderr already)
             return int(done.code or 0)
         args.run(args)
-    except KzooError as error:
-        print(f"kzoo: error: {error}", file=sys.stderr)
+    except (KzooError, OSError) as error:
+        if isinstance(error, OSError) and verbose:
+            raise  # the whole story, for a bug report
+        print(f"kzoo: error: {_one_line(error)}", file=sys.stderr)
         from kzoo.training.distributed import joined, leave
 
         if joined():  # the cluster's shutdown at exit could only fail now: leave at once

@@ -61,8 +61,6 @@ def _audit(folder, cwd, cache, output="audit.json", file_limit=None):
 LIMIT = 20_000  # bytes a file: the image store cannot be made
 
 
-@pytest.mark.xfail(reason="kzoo audit on a full disk: the image store's OSError (EFBIG, "
-                   "ENOSPC) ends in a traceback with exit 1, not a one-line error", strict=True)
 def test_an_audit_on_a_full_disk_is_one_line(folder, tmp_path):
     _refused(_audit(folder, tmp_path, tmp_path / "cache", file_limit=LIMIT))
 
@@ -82,9 +80,6 @@ WRITE_PROTECTED = {
 }
 
 
-@pytest.mark.xfail(reason="kzoo audit --output in a place that cannot be written (a missing "
-                   "/proc folder, a path under a file) ends in a traceback with exit 1",
-                   strict=True)
 @pytest.mark.parametrize("place", sorted(WRITE_PROTECTED))
 def test_an_audit_that_cannot_write_its_report_is_one_line(folder, tmp_path, place):
     (tmp_path / "a-file").write_text("")

@@ -126,16 +126,10 @@ def test_after_training_on_a_full_disk_resume_ends_as_the_uninterrupted_run(work
     _same_result(workspace / "full", workspace / "whole")
 
 
-@pytest.mark.xfail(reason="kzoo train on a full disk: the checkpoint's OSError (EFBIG, "
-                   "ENOSPC) from h5py ends in a traceback with exit 1, not a one-line error",
-                   strict=True)
 def test_training_on_a_full_disk_is_one_line(workspace):
     _refused(_train(workspace, "full", file_limit=FILE_LIMIT))
 
 
-@pytest.mark.xfail(reason="kzoo train --run-dir in a place that cannot be written (a missing "
-                   "/proc folder, a path under a file) ends in a traceback with exit 1, after "
-                   "TensorFlow has loaded and the data was read", strict=True)
 def test_a_run_dir_that_cannot_be_written_is_one_line(workspace):
     """As root ``chmod 555`` does not stop a write: a folder under /proc and a path under a
     regular file are run directories that cannot be made."""
