@@ -18,6 +18,7 @@ validation image), ``skipped.csv`` and ``report.html`` with its pictures in ``re
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import time
@@ -147,6 +148,9 @@ def run_fine_tuning(run: Run, verbose: str | int = "auto", *, find_rate: bool = 
     head phase, the learning-rate sweep (with ``find_rate``; with ``sweep_only`` the run ends
     there), the fine-tuning phase, the final evaluation and the report."""
     recipe, data_dir = run.recipe, run.data_dir
+    run.distributed.check_same("their settings", json.dumps(recipe.to_dict(), sort_keys=True,
+                                                            default=str),
+                               "Start every process with the same recipe and the same flags")
     folders = data_dirs(data_dir)
     folder = find_image_folder(recipe.dataset, folders)
     if not folder.is_dir():

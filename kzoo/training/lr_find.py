@@ -31,7 +31,8 @@ def lr_find(
     recipe fields); for a recipe, ``options`` are recipe fields (``batch_size``, ``seed``, ...).
     Writes ``lr_find.png`` and ``lr_find.json`` into ``run_dir`` (default
     ``runs/lr-find-NAME-TIME``) and returns the sweep's summary: ``suggestion``, ``rule``,
-    ``minimum``, ``steepest``, ``diverged``, ``steps``, ``run_dir``.
+    ``minimum``, ``steepest``, ``diverged``, ``steps``, ``warning`` (``None``, or why the
+    suggestion is doubtful), ``run_dir``.
 
     >>> kzoo.lr_find("lenet5_mnist")["suggestion"]
     """
@@ -52,5 +53,5 @@ def lr_find(
             run.create(splits.class_names)
             write_sweep(found, run.dir, f"{recipe.model} on {recipe.dataset}")
             summary = found.to_dict()
-    keys = ("suggestion", "rule", "minimum", "steepest", "diverged", "steps")
+    keys = ("suggestion", "rule", "minimum", "steepest", "diverged", "steps", "warning")
     return {key: summary[key] for key in keys} | {"run_dir": run.dir}
