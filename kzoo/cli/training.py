@@ -100,8 +100,9 @@ def check_model(args: argparse.Namespace, recipe: Any = None, *,
             or DEFAULT_BACKBONE)
     spec = get_spec(name)
     if "pretrained" not in spec.tags:
-        raise KzooError(f"model {name!r} has no pretrained backbone to fine-tune; pick one of "
-                        f"{', '.join(list_models(tag='pretrained'))}")
+        given = "--backbone " if getattr(args, "backbone", None) else "model "
+        raise KzooError(f"{given}{name!r} has no pretrained backbone to fine-tune; pick one of "
+                        f"{', '.join(list_models(tag='pretrained'))} (`kzoo list --tag pretrained`)")
     given_options = dict(args.model_options or [])
     unknown = sorted(set(given_options) - set(spec.options) - {"image_size"})
     if unknown:
