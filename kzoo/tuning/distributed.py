@@ -5,57 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import sys
-import threading
-import time
 from collections.abc import Iterator
 
 from kzoo.errors import KzooError
 
 _ENV = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
-FIRST_CONTACT_S = 600.0  # how long a worker waits for its chief to come up
-LOST_CHIEF_S = 30.0  # how long a worker goes on once its chief stopped answering
-
-
-class ChiefWatch:
-    """A worker's watch on its chief: KerasTuner's client waits for ever on a chief that died
-    (or never came up), silently. Every few seconds this thread tries a connection to the
-    chief's port; once the chief has not answered for ``LOST_CHIEF_S`` seconds (after it
-    answered once; ``FIRST_CONTACT_S`` before), the worker ends with one line, exit status 2:
-    its main thread is blocked inside KerasTuner's call, so nothing else can end it."""
-
-    def __init__(self, host: str, port: int, every_s: float = 2.0):
-        self.host, self.port, self.every_s = host.strip("[]"), port, every_s
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._watch, daemon=True, name="kzoo-chief-watch")
-
-    def _answers(self) -> bool:
-        try:
-            with socket.create_connection((self.host, self.port), timeout=self.every_s):
-                return True
-        except OSError:
-            return False
-
-    def _watch(self) -> None:
-        contacted, last = False, time.monotonic()
-        while not self.stopped.wait(self.every_s):
-            if self._answers():
-                contacted, last = True, time.monotonic()
-                continue
-            waited = time.monotonic() - last
-            if waited > (LOST_CHIEF_S if contacted else FIRST_CONTACT_S):
-                state = "stopped answering" if contacted else "never answered"
-                print(f"kzoo: error: the tuning chief at {self.host}:{self.port} {state} "
-                      f"({waited:.0f} s); start it again (the same command resumes the "
-                      "search), then this worker", file=sys.stderr, flush=True)
-                os._exit(2)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.stopped.set()
 
 
 def _address(text: str, flag: str) -> tuple[str, int]:
@@ -98,11 +52,7 @@ def distributed_role(
     os.environ.update(KERASTUNER_TUNER_ID=name, KERASTUNER_ORACLE_IP=host,
                       KERASTUNER_ORACLE_PORT=str(port))
     try:
-        if chief:
-            yield "chief"
-        else:
-            with ChiefWatch(host, port):
-                yield "worker"
+        yield "chief" if chief else "worker"
     finally:
         for key, value in saved.items():
             if value is None:

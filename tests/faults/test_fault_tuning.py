@@ -101,6 +101,9 @@ def test_a_search_whose_chief_was_killed_finishes_every_trial_once_when_run_agai
     assert (project / "soft_tuned.yaml").is_file()
 
 
+@pytest.mark.xfail(reason="a tuning worker whose chief was killed (or never came up) waits "
+                   "for it for ever, silent, instead of ending with a one-line error",
+                   strict=True)
 def test_a_worker_whose_chief_was_killed_ends_in_one_line(search, tmp_path):
     worker = _chief_killed_in_a_trial(search, tmp_path, f"127.0.0.1:{free_port()}")
     try:
