@@ -56,25 +56,12 @@ def test_a_fatal_check_before_an_abort_reaches_the_user():
     """Under the command's filter, a mix of notices and real native lines is written to the
     stderr file, then the process aborts as TensorFlow does on a failed check: the notices are
     gone, the real lines (the fatal one last) are all there."""
-    lines = "".join(line + "\n" for line in NOISE + REAL)
-    child = textwrap.dedent(f"""
-        import argparse, os, sys
-        import kzoo.cli.main as cli
-
-        def write_and_abort(args):
-            os.write(2, {lines.encode()!r})
+    lines = "".join(line + "\n" for line in NOISE + REAL).encode()
+    result = run_command_in_child(f"""
+        def command(args):
+            os.write(2, {lines!r})
             os.abort()
-
-        def make_parser():
-            parser = argparse.ArgumentParser(prog="kzoo")
-            parser.set_defaults(run=write_and_abort)
-            return parser
-
-        cli.make_parser = make_parser
-        sys.exit(cli.main([]))
     """)
-    result = subprocess.run([sys.executable, "-c", child], env=cli_env(), capture_output=True,
-                            text=True, timeout=60, check=False)
     assert result.returncode == -signal.SIGABRT, result.stderr
     shown = result.stderr.splitlines()
     assert shown == REAL, result.stderr
